@@ -1,0 +1,5 @@
+//! Prints the perfplus version, as the C ABI reports it.
+
+fn main() {
+    println!("perfplus {}", perfplus::VERSION);
+}

@@ -1,0 +1,167 @@
+//! The thread-local "last error" and the failure type of the C boundary.
+//!
+//! Every failed call stores its message here before returning its code, so
+//! a C caller can ask `perfplus_last_error` what went wrong. The message
+//! stays until the next failure on the same thread; a successful call does
+//! not clear it.
+
+use std::cell::RefCell;
+use std::ffi::c_char;
+
+use super::result::perfplus_result;
+
+thread_local! {
+    static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// A failure on its way out through the C boundary: a code and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) code: perfplus_result,
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// A failure with this code and message.
+    pub(crate) fn new(code: perfplus_result, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A NULL pointer where `function` needs a value for `argument`.
+    pub(crate) fn null_argument(function: &str, argument: &str) -> Self {
+        Self::new(
+            perfplus_result::PERFPLUS_RESULT_NULL_ARGUMENT,
+            format!("{function}: argument `{argument}` is NULL"),
+        )
+    }
+}
+
+/// Store `message` as this thread's last error.
+pub(crate) fn set_last_error(message: &str) {
+    LAST_ERROR.with(|last| {
+        let mut last = last.borrow_mut();
+        last.clear();
+        last.push_str(message);
+    });
+}
+
+/// This thread's last error message ("" if there was none).
+pub(crate) fn last_error() -> String {
+    LAST_ERROR.with(|last| last.borrow().clone())
+}
+
+/// Copy the message of the last failure on the calling thread into `buf`.
+///
+/// The message is written like `snprintf` writes: at most `len - 1` bytes and
+/// a terminating NUL, cut at a UTF-8 character boundary. `*out_len` receives
+/// the length of the whole message (without the NUL), so `*out_len >= len`
+/// means it was cut. The message is empty if no call on this thread has
+/// failed. A successful call does not clear it.
+///
+/// Returns `PERFPLUS_RESULT_NULL_ARGUMENT` if `buf` or `out_len` is NULL and
+/// `PERFPLUS_RESULT_BUFFER_TOO_SMALL` if `len` is 0 (nothing is written then);
+/// both failures replace the stored message with their own.
+///
+/// # Safety
+///
+/// `buf` must point to `len` writable bytes and `out_len` to a writable
+/// `size_t`, or be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn perfplus_last_error(
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> perfplus_result {
+    const NAME: &str = "perfplus_last_error";
+    super::boundary::guard(NAME, || {
+        // SAFETY: the caller promises `buf` points to `len` writable bytes or is NULL.
+        let buf = unsafe { super::handle::arg_out_bytes(buf.cast::<u8>(), len, NAME, "buf") }?;
+        // SAFETY: the caller promises `out_len` is writable or NULL.
+        let out_len = unsafe { super::handle::arg_out(out_len, NAME, "out_len") }?;
+        if buf.is_empty() {
+            return Err(Failure::new(
+                perfplus_result::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
+                format!("{NAME}: `len` is 0, no room for the terminating NUL"),
+            ));
+        }
+        let message = last_error();
+        let mut cut = message.len().min(buf.len() - 1);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        buf[..cut].copy_from_slice(&message.as_bytes()[..cut]);
+        buf[cut] = 0;
+        out_len.write(message.len());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_last_error(len: usize) -> (perfplus_result, String, usize) {
+        let mut buf = vec![0x55_u8; len.max(1)];
+        let mut out_len = usize::MAX;
+        // SAFETY: buf holds `len` bytes (at least one) and out_len is a local.
+        let code = unsafe { perfplus_last_error(buf.as_mut_ptr().cast(), len, &mut out_len) };
+        let text = if code == perfplus_result::PERFPLUS_RESULT_OK {
+            let nul = buf.iter().position(|b| *b == 0).unwrap();
+            String::from_utf8(buf[..nul].to_vec()).unwrap()
+        } else {
+            String::new()
+        };
+        (code, text, out_len)
+    }
+
+    #[test]
+    fn message_is_copied_with_its_length() {
+        set_last_error("link eth1 is down");
+        let (code, text, len) = read_last_error(64);
+        assert_eq!(code, perfplus_result::PERFPLUS_RESULT_OK);
+        assert_eq!(text, "link eth1 is down");
+        assert_eq!(len, 17);
+    }
+
+    #[test]
+    fn long_message_is_cut_at_a_character_boundary_and_terminated() {
+        set_last_error("héllo");
+        // Room for 2 bytes + NUL: "h" then the 2-byte "é" does not fit whole.
+        let (code, text, len) = read_last_error(3);
+        assert_eq!(code, perfplus_result::PERFPLUS_RESULT_OK);
+        assert_eq!(text, "h");
+        assert_eq!(len, "héllo".len());
+    }
+
+    #[test]
+    fn null_buffer_is_refused_and_becomes_the_last_error() {
+        let mut out_len = 0;
+        // SAFETY: a NULL buffer is allowed by the contract and must be refused.
+        let code = unsafe { perfplus_last_error(std::ptr::null_mut(), 10, &mut out_len) };
+        assert_eq!(code, perfplus_result::PERFPLUS_RESULT_NULL_ARGUMENT);
+        assert_eq!(last_error(), "perfplus_last_error: argument `buf` is NULL");
+    }
+
+    #[test]
+    fn zero_length_is_too_small_and_out_len_is_untouched() {
+        set_last_error("x");
+        let (code, _, out_len) = read_last_error(0);
+        assert_eq!(code, perfplus_result::PERFPLUS_RESULT_BUFFER_TOO_SMALL);
+        assert_eq!(
+            out_len,
+            usize::MAX,
+            "out-parameters are written only on success"
+        );
+    }
+
+    #[test]
+    fn last_error_belongs_to_the_thread() {
+        set_last_error("main thread failure");
+        let other = std::thread::spawn(last_error).join().unwrap();
+        assert_eq!(other, "");
+        assert_eq!(last_error(), "main thread failure");
+    }
+}
