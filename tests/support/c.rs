@@ -18,7 +18,9 @@ pub enum Linkage {
 
 /// Compile `examples/c/<name>.c` (plus `extra_sources`) and return the binary.
 pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
-    let lib_dir = profile_dir();
+    // `cargo test` builds the cdylib and staticlib next to the test
+    // binaries (target/<profile>/deps); only `cargo build` copies them up.
+    let lib_dir = profile_dir().join("deps");
     let out_dir = scratch_dir(&format!("c-{name}-{linkage:?}"));
     let binary = out_dir.join(name);
     let source = repo_root().join("examples/c").join(format!("{name}.c"));
