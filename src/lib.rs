@@ -15,6 +15,7 @@
 //! assert_eq!(perfplus::VERSION, env!("CARGO_PKG_VERSION"));
 //! ```
 
+pub mod backend;
 pub mod ffi;
 
 /// The version of this library (`MAJOR.MINOR.PATCH`), as in `Cargo.toml`.
