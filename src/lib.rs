@@ -16,7 +16,10 @@
 //! ```
 
 pub mod backend;
+mod error;
 pub mod ffi;
+
+pub use error::Error;
 
 /// The version of this library (`MAJOR.MINOR.PATCH`), as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -39,6 +39,36 @@ impl Failure {
     }
 }
 
+impl From<crate::Error> for Failure {
+    fn from(error: crate::Error) -> Self {
+        use crate::backend::BackendError as B;
+        use perfplus_result as R;
+        let code = match &error {
+            crate::Error::Backend(e) => match e {
+                B::Unsupported { .. } | B::PfnOutOfRange { .. } | B::BufferSize { .. } => {
+                    R::PERFPLUS_RESULT_INVALID_ARGUMENT
+                }
+                B::DirtyLogDisabled | B::InvalidState { .. } => R::PERFPLUS_RESULT_INVALID_STATE,
+                B::Gone { .. } => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
+                B::Io { .. } => R::PERFPLUS_RESULT_IO,
+                B::Hypervisor { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
+            },
+        };
+        // The whole chain of causes, so C callers see the root cause too.
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.ends_with(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Self::new(code, message)
+    }
+}
+
 /// Store `message` as this thread's last error.
 pub(crate) fn set_last_error(message: &str) {
     LAST_ERROR.with(|last| {
@@ -155,6 +185,21 @@ mod tests {
             usize::MAX,
             "out-parameters are written only on success"
         );
+    }
+
+    #[test]
+    fn crate_errors_map_to_their_group() {
+        let failure = Failure::from(crate::Error::from(
+            crate::backend::BackendError::PfnOutOfRange {
+                pfn: 9,
+                page_count: 4,
+            },
+        ));
+        assert_eq!(
+            failure.code,
+            perfplus_result::PERFPLUS_RESULT_INVALID_ARGUMENT
+        );
+        assert_eq!(failure.message, "page 9 is outside guest memory (4 pages)");
     }
 
     #[test]

@@ -1,0 +1,14 @@
+//! The crate's top-level error: one variant per module, each wrapping that
+//! module's own error enum, so `?` works across layers and the C ABI can
+//! map every failure to a `perfplus_result` in one place
+//! (`ffi::error::Failure::from`).
+
+use crate::backend::BackendError;
+
+/// Any perfplus failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A backend (hypervisor seam) operation failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
