@@ -1,0 +1,5 @@
+//! Perf+ live migration: the sans-io parts (policy, planner, encoders,
+//! stream) and the engine that drives them over a [`Domain`](crate::backend::Domain).
+
+pub mod encode;
+pub mod stream;
