@@ -20,6 +20,7 @@
 //! libxenforeignmemory). Each passes the same conformance suite.
 
 mod dirty;
+pub mod sim;
 
 pub use dirty::{DirtyBitmap, PageRange, Ranges};
 
