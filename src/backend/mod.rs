@@ -19,6 +19,7 @@
 //! memory written by real code, tracked by the MMU), `xen` (libxenctrl and
 //! libxenforeignmemory). Each passes the same conformance suite.
 
+pub mod conformance;
 mod dirty;
 pub mod sim;
 
