@@ -3,3 +3,5 @@
 
 pub mod encode;
 pub mod stream;
+pub mod planner;
+pub mod policy;
