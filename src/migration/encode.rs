@@ -143,7 +143,8 @@ fn get_varint(input: &[u8], pos: &mut usize) -> Result<usize, DecodeError> {
     Err(DecodeError::BadVarint { offset: start })
 }
 
-/// Encode `new` as a delta against `old` into `out` (cleared first).
+/// Encode `new` as a delta against `old` into `out` (cleared first); an
+/// unchanged page is an empty delta.
 /// Returns false, with `out` unspecified, if the delta would not be at
 /// least 16 bytes smaller than the page (then raw is the better choice).
 pub fn encode_delta(old: &[u8], new: &[u8], out: &mut Vec<u8>) -> bool {

@@ -10,11 +10,13 @@
 //! ```
 //!
 //! `owed` means the receiver's copy is stale (never sent, or dirtied since it
-//! was sent). A page dirtied in at least `h` of the last `w` harvests is
-//! **hot**: with deferral on, live rounds skip it and it waits for the final
+//! was sent). A page dirtied in the latest harvest and in at least `h` of the
+//! last `w` harvests is **hot**: with deferral on, live rounds skip it and it waits for the final
 //! stop-and-copy, instead of being re-sent every round only to be dirtied
-//! again. A hot page that stops being dirtied ages out of the window and is
-//! sent in a later live round.
+//! again. A deferred page that was not dirtied in the latest round is cold
+//! again and goes in the next live round: rounds shrink by orders of
+//! magnitude (the full pass takes seconds, late rounds milliseconds), so a
+//! page that was rewritten during a long round may well survive a short one.
 
 #![forbid(unsafe_code)]
 
@@ -44,7 +46,7 @@ impl Default for HotRule {
 }
 
 fn hot_state(hot: Option<(u8, u32)>, s: u8) -> bool {
-    hot.is_some_and(|(mask, h)| (s & mask).count_ones() >= h)
+    hot.is_some_and(|(mask, h)| s & 1 == 1 && (s & mask).count_ones() >= h)
 }
 
 /// Per-page state and the round plan. See the module documentation.
@@ -190,9 +192,10 @@ mod tests {
         assert!(p.live_round().is_empty(), "hot page 7 is deferred");
         assert_eq!((p.owed_cold(), p.owed_hot()), (0, 1));
         assert_eq!(p.final_pass(), vec![7]);
-        // It cools down after two clean rounds and is sent live again.
-        p.observe(&harvest(100, &[]));
+        // Still written: still deferred.
+        p.observe(&harvest(100, &[7]));
         assert!(p.is_hot(7));
+        // One clean round and it is sent live again.
         p.observe(&harvest(100, &[]));
         assert!(!p.is_hot(7));
         assert_eq!(p.live_round(), vec![7]);

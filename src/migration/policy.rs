@@ -42,6 +42,8 @@ pub struct RoundStats {
     pub dirty_pages: u64,
     /// Hot pages held back for the final pass.
     pub deferred_pages: u64,
+    /// Distinct pages dirtied per second during the last round (0 before).
+    pub dirty_rate_pages_per_s: f64,
     /// Measured link bandwidth, bytes per second (0 if not measured yet).
     pub bandwidth_bytes_per_s: f64,
     /// Expected wire bytes per resent page (raw size until measured).
@@ -130,6 +132,7 @@ pub struct RoundStatsTracker {
     bytes_sent_total: u64,
     send_time_ms: f64,
     last_round_ms: f64,
+    dirty_rate_pages_per_s: f64,
     resend_pages: u64,
     resend_bytes: u64,
     best_prediction_ms: f64,
@@ -158,6 +161,7 @@ impl RoundStatsTracker {
             bytes_sent_total: 0,
             send_time_ms: 0.0,
             last_round_ms: 0.0,
+            dirty_rate_pages_per_s: 0.0,
             resend_pages: 0,
             resend_bytes: 0,
             best_prediction_ms: f64::INFINITY,
@@ -165,8 +169,12 @@ impl RoundStatsTracker {
         }
     }
 
-    /// Record a finished round: pages and wire bytes sent, how long it took.
-    pub fn round_done(&mut self, pages: u64, bytes: u64, duration_ms: f64) {
+    /// Record a finished round: pages and wire bytes sent, how long it
+    /// took, and how many pages the guest dirtied meanwhile.
+    pub fn round_done(&mut self, pages: u64, bytes: u64, duration_ms: f64, dirtied_pages: u64) {
+        if duration_ms > 0.0 {
+            self.dirty_rate_pages_per_s = dirtied_pages as f64 * 1000.0 / duration_ms;
+        }
         if self.iteration > 0 {
             self.resend_pages += pages;
             self.resend_bytes += bytes;
@@ -224,6 +232,7 @@ impl RoundStatsTracker {
             last_round_ms: self.last_round_ms,
             dirty_pages,
             deferred_pages,
+            dirty_rate_pages_per_s: self.dirty_rate_pages_per_s,
             bandwidth_bytes_per_s: bw,
             wire_bytes_per_page,
             switchover_fixed_ms: self.switchover_fixed_ms,
@@ -477,6 +486,7 @@ mod tests {
             last_round_ms: 100.0,
             dirty_pages: dirty,
             deferred_pages: 0,
+            dirty_rate_pages_per_s: 0.0,
             bandwidth_bytes_per_s: 1e9,
             wire_bytes_per_page: 4104.0,
             switchover_fixed_ms: 20.0,
@@ -538,7 +548,7 @@ mod tests {
         let s = t.snapshot(0.0, 262_144, 0);
         assert!(s.predicted_downtime_ms.is_infinite());
         // 1 GB in 1 s: 1 GB/s.
-        t.round_done(262_144, 1_000_000_000, 1000.0);
+        t.round_done(262_144, 1_000_000_000, 1000.0, 5000);
         let s = t.snapshot(1000.0, 1000, 500);
         assert!((s.bandwidth_bytes_per_s - 1e9).abs() < 1.0);
         let per_page = raw_wire_bytes_per_page(4096);

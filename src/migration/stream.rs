@@ -23,7 +23,8 @@
 //!            page entry: u64 (pfn in bits 0..52, kind in bits 60..64) then
 //!              kind 0 ZERO   nothing
 //!              kind 1 RAW    page_size bytes
-//!              kind 2 DELTA  len u16 (< page_size) | len bytes (see `encode`)
+//!              kind 2 DELTA  len u16 (< page_size) | len bytes (see `encode`;
+//!                            0 bytes: unchanged since last sent)
 //!  CPU_STATE blob (<= 16 MiB), once, after the guest is paused
 //!  END       page_records u64 | digest u64
 //!  COMMIT    (empty), only after ACK: "the guest is yours"
@@ -645,7 +646,7 @@ fn parse_batch(p: &[u8], page_size: usize, page_count: u64) -> Result<PageBatch,
                     .ok_or_else(|| malformed(format!("entry {i}: delta length missing")))?;
                 at += 2;
                 let len = usize::from(u16::from_le_bytes([l[0], l[1]]));
-                if len == 0 || len >= page_size {
+                if len >= page_size {
                     return Err(malformed(format!("entry {i}: delta of {len} bytes")));
                 }
                 (Encoding::Delta, len)
