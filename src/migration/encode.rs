@@ -249,15 +249,22 @@ pub fn apply_delta(page: &mut [u8], delta: &[u8]) -> Result<(), DecodeError> {
 }
 
 /// The sender's memory of what the receiver holds: the last-sent copies of
-/// recently resent pages (bounded, CLOCK eviction) and one bit per page for
-/// pages the receiver holds as all zero.
+/// recently resent pages (bounded) and one bit per page for pages the
+/// receiver holds as all zero.
+///
+/// Eviction is by age, like XBZRLE's: a slot may be taken over only by a
+/// page sent at least two rounds after the slot's page was last sent. Pages
+/// are sent in page order every round, so plain LRU or CLOCK would evict
+/// each copy just before it is needed again (a cyclic scan over a set
+/// larger than the cache hits nothing); aging keeps a stable share of the
+/// set instead.
 #[derive(Debug)]
 pub struct DeltaCache {
     page_size: usize,
     capacity_pages: usize,
     slots: Vec<u8>,
     slot_pfn: Vec<Pfn>,
-    referenced: Vec<bool>,
+    slot_round: Vec<u32>,
     index: HashMap<Pfn, usize>,
     hand: usize,
     zero_at_receiver: DirtyBitmap,
@@ -279,7 +286,7 @@ impl DeltaCache {
             capacity_pages,
             slots: Vec::new(),
             slot_pfn: Vec::new(),
-            referenced: Vec::new(),
+            slot_round: Vec::new(),
             index: HashMap::new(),
             hand: 0,
             zero_at_receiver: DirtyBitmap::new(page_count),
@@ -308,7 +315,6 @@ impl DeltaCache {
         match self.index.get(&pfn) {
             Some(&slot) => {
                 self.hits += 1;
-                self.referenced[slot] = true;
                 let at = slot * self.page_size;
                 Some(Some(&self.slots[at..at + self.page_size]))
             }
@@ -319,10 +325,11 @@ impl DeltaCache {
         }
     }
 
-    /// Record that the receiver now holds `page` for `pfn`. `keep_copy`
-    /// says whether the page is worth a cache slot (it was resent, so it is
-    /// likely to change again); otherwise any stale copy is dropped.
-    pub fn sent(&mut self, pfn: Pfn, page: &[u8], zero: bool, keep_copy: bool) {
+    /// Record that the receiver now holds `page` for `pfn`, sent in
+    /// `round`. `keep_copy` says whether the page is worth a cache slot (it
+    /// was resent, so it is likely to change again); otherwise only an
+    /// existing copy is refreshed.
+    pub fn sent(&mut self, pfn: Pfn, page: &[u8], zero: bool, keep_copy: bool, round: u32) {
         if pfn >= self.zero_at_receiver.pages() {
             return;
         }
@@ -335,7 +342,7 @@ impl DeltaCache {
         if let Some(&slot) = self.index.get(&pfn) {
             let at = slot * self.page_size;
             self.slots[at..at + self.page_size].copy_from_slice(page);
-            self.referenced[slot] = true;
+            self.slot_round[slot] = round;
             return;
         }
         if !keep_copy || self.capacity_pages == 0 {
@@ -344,31 +351,37 @@ impl DeltaCache {
         let slot = if self.slot_pfn.len() < self.capacity_pages {
             self.slots.extend_from_slice(page);
             self.slot_pfn.push(pfn);
-            self.referenced.push(false);
+            self.slot_round.push(round);
             self.slot_pfn.len() - 1
         } else {
-            // CLOCK: skip recently used slots once.
-            loop {
+            // Look a little way for a slot that has aged out; if there is
+            // none, the page goes uncached.
+            let mut found = None;
+            for _ in 0..64 {
                 let slot = self.hand;
                 self.hand = (self.hand + 1) % self.capacity_pages;
-                if self.referenced[slot] {
-                    self.referenced[slot] = false;
-                } else {
-                    self.index.remove(&self.slot_pfn[slot]);
-                    let at = slot * self.page_size;
-                    self.slots[at..at + self.page_size].copy_from_slice(page);
-                    self.slot_pfn[slot] = pfn;
-                    break slot;
+                if self.slot_pfn[slot] == Pfn::MAX || self.slot_round[slot].saturating_add(2) <= round {
+                    found = Some(slot);
+                    break;
                 }
             }
+            let Some(slot) = found else {
+                return;
+            };
+            if self.slot_pfn[slot] != Pfn::MAX {
+                self.index.remove(&self.slot_pfn[slot]);
+            }
+            let at = slot * self.page_size;
+            self.slots[at..at + self.page_size].copy_from_slice(page);
+            self.slot_pfn[slot] = pfn;
+            self.slot_round[slot] = round;
+            slot
         };
         self.index.insert(pfn, slot);
     }
 
     fn forget_copy(&mut self, pfn: Pfn) {
         if let Some(slot) = self.index.remove(&pfn) {
-            // Leave the slot to be reused first.
-            self.referenced[slot] = false;
             self.slot_pfn[slot] = Pfn::MAX;
         }
     }
@@ -443,7 +456,7 @@ mod tests {
         let mut out = Vec::new();
         assert!(!encode_delta(&old, &new, &mut out));
         let mut cache = DeltaCache::new(4096, 10, 4096 * 4);
-        cache.sent(3, &old, false, true);
+        cache.sent(3, &old, false, true, 1);
         let enc = encode_page(EncodingSet::ALL, Some(&mut cache), 3, &new, &mut out);
         assert_eq!(enc, Encoding::Raw);
         assert_eq!(out, new);
@@ -468,7 +481,7 @@ mod tests {
     #[test]
     fn a_write_into_a_page_sent_as_zero_is_a_delta() {
         let mut cache = DeltaCache::new(4096, 10, 0);
-        cache.sent(5, &[0; 4096], true, false);
+        cache.sent(5, &[0; 4096], true, false, 1);
         let mut page = vec![0; 4096];
         page[64..72].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
         let mut out = Vec::new();
@@ -484,17 +497,24 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_bound_and_evicts() {
         let mut cache = DeltaCache::new(4096, 100, 4096 * 3);
+        // Round 1 fills the cache; later pages of the same round stay out.
         for pfn in 0..10 {
-            cache.sent(pfn, &page_with(&[(0, pfn as u8 + 1)]), false, true);
+            cache.sent(pfn, &page_with(&[(0, pfn as u8 + 1)]), false, true, 1);
         }
         assert_eq!(cache.index.len(), 3);
         assert_eq!(cache.slots.len(), 3 * 4096);
-        // Only cached copies are offered as bases, and they are the latest.
+        assert!(cache.base(0).is_some() && cache.base(9).is_none());
+        // Refreshed copies are the latest.
+        cache.sent(1, &page_with(&[(0, 99)]), false, true, 2);
+        assert_eq!(cache.base(1).unwrap().unwrap(), &page_with(&[(0, 99)])[..]);
+        // Two rounds later, slots not refreshed can be taken over.
+        cache.sent(9, &page_with(&[(0, 10)]), false, true, 3);
+        assert_eq!(cache.index.len(), 3);
+        assert_eq!(cache.base(9).unwrap().unwrap(), &page_with(&[(0, 10)])[..]);
+        assert!(cache.base(1).is_some(), "the refreshed page stays");
         for (&pfn, &slot) in &cache.index {
             assert_eq!(cache.slot_pfn[slot], pfn);
         }
-        let last = cache.base(9).unwrap().unwrap().to_vec();
-        assert_eq!(last, page_with(&[(0, 10)]));
     }
 
     #[test]

@@ -265,9 +265,16 @@ where
             Action::Continue => {}
         }
         let round_start = run.elapsed_ms();
+        let round_start_ns = run.clock.now_ns();
         let round = (|| {
             let pfns = planner.live_round();
             let sent = run.send(iteration, &pfns, &mut planner)?;
+            if decision.min_round_ms > 0.0 {
+                // min_round_ms is a finite, positive policy setting.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let wait_ns = (decision.min_round_ms * 1e6) as u64;
+                run.clock.sleep_until(round_start_ns.saturating_add(wait_ns));
+            }
             dirty.clear();
             run.source
                 .harvest_dirty(&mut dirty)

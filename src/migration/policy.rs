@@ -60,6 +60,12 @@ pub struct RoundStats {
     pub predicted_floor_ms: f64,
     /// Lowest prediction of any earlier round (infinite if none).
     pub best_earlier_prediction_ms: f64,
+    /// Decisions since that lowest prediction (0 if this one is lower).
+    pub decisions_since_best: u32,
+    /// Time since that lowest prediction, ms.
+    pub ms_since_best: f64,
+    /// Duration of the first, full pass, ms (0 before it ended).
+    pub first_round_ms: f64,
     /// The CPU cap in force (100 = none).
     pub cpu_cap_percent: u8,
 }
@@ -76,12 +82,15 @@ pub enum Action {
 }
 
 /// A policy's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Decision {
     /// Continue, stop or abort.
     pub action: Action,
     /// The CPU cap wanted from now on (`None`: no cap).
     pub cpu_cap: Option<CpuShare>,
+    /// Make the next round last at least this long (wait before harvesting),
+    /// ms; 0 for no wait. Lets a policy watch a stalled guest cheaply.
+    pub min_round_ms: f64,
     /// Why, for logs and reports.
     pub reason: &'static str,
 }
@@ -91,6 +100,7 @@ impl Decision {
         Self {
             action,
             cpu_cap: None,
+            min_round_ms: 0.0,
             reason,
         }
     }
@@ -136,6 +146,9 @@ pub struct RoundStatsTracker {
     resend_pages: u64,
     resend_bytes: u64,
     best_prediction_ms: f64,
+    best_at_ms: f64,
+    decisions_since_best: u32,
+    first_round_ms: f64,
     cpu_cap_percent: u8,
 }
 
@@ -165,6 +178,9 @@ impl RoundStatsTracker {
             resend_pages: 0,
             resend_bytes: 0,
             best_prediction_ms: f64::INFINITY,
+            best_at_ms: 0.0,
+            decisions_since_best: 0,
+            first_round_ms: 0.0,
             cpu_cap_percent: 100,
         }
     }
@@ -178,6 +194,8 @@ impl RoundStatsTracker {
         if self.iteration > 0 {
             self.resend_pages += pages;
             self.resend_bytes += bytes;
+        } else {
+            self.first_round_ms = duration_ms;
         }
         self.iteration += 1;
         self.pages_sent_total += pages;
@@ -240,9 +258,21 @@ impl RoundStatsTracker {
             predicted_downtime_ms: predicted,
             predicted_floor_ms: floor,
             best_earlier_prediction_ms: self.best_prediction_ms,
+            decisions_since_best: 0,
+            ms_since_best: 0.0,
+            first_round_ms: self.first_round_ms,
             cpu_cap_percent: self.cpu_cap_percent,
         };
-        self.best_prediction_ms = self.best_prediction_ms.min(predicted);
+        let mut stats = stats;
+        if predicted < self.best_prediction_ms {
+            self.best_prediction_ms = predicted;
+            self.best_at_ms = elapsed_ms;
+            self.decisions_since_best = 0;
+        } else {
+            self.decisions_since_best += 1;
+            stats.decisions_since_best = self.decisions_since_best;
+            stats.ms_since_best = elapsed_ms - self.best_at_ms;
+        }
         stats
     }
 }
@@ -254,11 +284,16 @@ impl RoundStatsTracker {
 /// 1. stop when more rounds cannot lower the prediction noticeably: the
 ///    part that rounds can remove (dirty cold pages) is at most
 ///    `negligible_fraction` of the prediction (or under 0.5 ms);
-/// 2. stop when the last round did not improve the prediction by at least
-///    `min_improvement` over the best earlier one (the dirty set stopped
-///    shrinking: more rounds only burn bandwidth) — unless throttling is on
-///    and the prediction is over the target, then cap the CPU a step further
-///    first;
+/// 2. stop when two rounds in a row did not improve the prediction by at
+///    least `min_improvement` over the best earlier one (the dirty set
+///    stopped shrinking: more rounds only burn bandwidth) — unless the
+///    prediction is over the target: then, if throttling is on, cap the CPU
+///    a step further; otherwise keep *watching* for up to `patience` (the
+///    full pass's duration, at least `min_patience_ms`): live rounds then
+///    carry only the cold pages (the hot ones stay deferred) and last at
+///    least `watch_round_ms`, so waiting costs little bandwidth, and a guest
+///    whose burst ends (a batch job, a phase change) is caught at its next
+///    quiet moment instead of being paused in the middle of the burst;
 /// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent.
 ///
 /// The downtime target is not a reason to stop early on its own: while the
@@ -283,6 +318,10 @@ pub struct PerfPlus {
     /// Cap the guest's CPU step by step when pre-copy stalls above the
     /// target (off by default).
     pub throttle: bool,
+    /// Least time to watch a stalled guest above the target, ms.
+    pub min_patience_ms: f64,
+    /// Round length while watching, ms.
+    pub watch_round_ms: f64,
 }
 
 impl Default for PerfPlus {
@@ -291,10 +330,12 @@ impl Default for PerfPlus {
             downtime_target_ms: 100.0,
             negligible_fraction: 0.05,
             min_improvement: 0.10,
-            max_rounds: 30,
+            max_rounds: 60,
             max_bytes_factor: 3.0,
             hot: HotRule::default(),
             throttle: false,
+            min_patience_ms: 5000.0,
+            watch_round_ms: 1000.0,
         }
     }
 }
@@ -309,34 +350,52 @@ impl PrecopyPolicy for PerfPlus {
         let with_cap = |action, reason| Decision {
             action,
             cpu_cap: cap,
+            min_round_ms: 0.0,
             reason,
         };
-        let removable = s.predicted_downtime_ms - s.predicted_floor_ms;
-        if s.dirty_pages == 0 || removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5)
-        {
-            return with_cap(StopAndCopy, "more rounds cannot lower the downtime");
+        if s.dirty_pages == 0 && s.deferred_pages == 0 {
+            return with_cap(StopAndCopy, "nothing left to send");
         }
+        let removable = s.predicted_downtime_ms - s.predicted_floor_ms;
+        let negligible =
+            removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
+        let improving = s.iteration < 2
+            || s.predicted_downtime_ms < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms
+            || s.decisions_since_best < 2;
         if s.iteration >= self.max_rounds {
             return with_cap(StopAndCopy, "round limit");
         }
         if s.bytes_sent_total as f64 >= self.max_bytes_factor * s.memory_bytes as f64 {
             return with_cap(StopAndCopy, "byte limit");
         }
-        let improving = s.iteration < 2
-            || s.predicted_downtime_ms < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms;
-        if improving {
+        if !negligible && improving {
             return with_cap(Continue, "the dirty set is still shrinking");
         }
-        if self.throttle && s.predicted_downtime_ms > self.downtime_target_ms && s.cpu_cap_percent > 20
-        {
-            let next = s.cpu_cap_percent.saturating_sub(20).max(20);
-            return Decision {
-                action: Continue,
-                cpu_cap: CpuShare::percent(next),
-                reason: "stalled above the target: throttling the guest",
-            };
+        if s.predicted_downtime_ms > self.downtime_target_ms {
+            if self.throttle && s.cpu_cap_percent > 20 {
+                let next = s.cpu_cap_percent.saturating_sub(20).max(20);
+                return Decision {
+                    action: Continue,
+                    cpu_cap: CpuShare::percent(next),
+                    min_round_ms: 0.0,
+                    reason: "stalled above the target: throttling the guest",
+                };
+            }
+            let patience = s.first_round_ms.max(self.min_patience_ms);
+            if s.ms_since_best < patience {
+                return Decision {
+                    action: Continue,
+                    cpu_cap: cap,
+                    min_round_ms: self.watch_round_ms.max(patience / 20.0),
+                    reason: "stalled above the target: watching for a quieter moment",
+                };
+            }
         }
-        with_cap(StopAndCopy, "the dirty set stopped shrinking")
+        if negligible {
+            with_cap(StopAndCopy, "more rounds cannot lower the downtime")
+        } else {
+            with_cap(StopAndCopy, "the dirty set stopped shrinking")
+        }
     }
 
     fn encodings(&self) -> EncodingSet {
@@ -494,6 +553,9 @@ mod tests {
             predicted_downtime_ms: predicted,
             predicted_floor_ms: 20.6,
             best_earlier_prediction_ms: best,
+            decisions_since_best: 3,
+            ms_since_best: 60_000.0,
+            first_round_ms: 10_000.0,
             cpu_cap_percent: 100,
         }
     }
@@ -540,6 +602,21 @@ mod tests {
         assert_eq!(d.cpu_cap.map(CpuShare::get), Some(80));
         let d = PerfPlus::default().decide(&stats(4, 500_000, 2000.0, 2000.0));
         assert_eq!((d.action, d.cpu_cap), (Action::StopAndCopy, None));
+    }
+
+    #[test]
+    fn perfplus_watches_a_stalled_guest_for_a_while_before_stopping() {
+        let p = PerfPlus::default();
+        let mut s = stats(4, 500_000, 2000.0, 2000.0);
+        s.ms_since_best = 3000.0;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert!(d.min_round_ms > 0.0);
+        s.ms_since_best = 11_000.0;
+        assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+        // Under the target there is nothing to wait for.
+        let s = stats(4, 5000, 60.0, 60.0);
+        assert_eq!(p.decide(&s).action, Action::StopAndCopy);
     }
 
     #[test]

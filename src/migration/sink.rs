@@ -231,7 +231,7 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
             if let Some(cache) = &mut self.cache {
                 // Pages resent after the first pass are the ones likely to
                 // change again: worth a cached copy.
-                cache.sent(pfn, page, encoding == Encoding::Zero, round > 0);
+                cache.sent(pfn, page, encoding == Encoding::Zero, round > 0, round);
             }
             match encoding {
                 Encoding::Zero => sent.zero_pages += 1,

@@ -18,11 +18,18 @@ use crate::backend::sim::VirtualClock;
 pub trait Clock {
     /// Now.
     fn now_ns(&self) -> u64;
+
+    /// Wait until `t_ns` (return at once if it has passed).
+    fn sleep_until(&self, t_ns: u64);
 }
 
 impl Clock for VirtualClock {
     fn now_ns(&self) -> u64 {
         VirtualClock::now_ns(self)
+    }
+
+    fn sleep_until(&self, t_ns: u64) {
+        self.advance_to(t_ns);
     }
 }
 
@@ -46,6 +53,13 @@ impl Default for RealClock {
 impl Clock for RealClock {
     fn now_ns(&self) -> u64 {
         u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn sleep_until(&self, t_ns: u64) {
+        let now = self.now_ns();
+        if t_ns > now {
+            std::thread::sleep(Duration::from_nanos(t_ns - now));
+        }
     }
 }
 
