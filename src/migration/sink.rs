@@ -143,11 +143,12 @@ impl<T: Transport> PerfplusSink<T> {
         self.cache.as_ref().map_or((0, 0), DeltaCache::hit_counts)
     }
 
-    /// After a send failure, a NACK already sent by the receiver explains
-    /// it better than "connection lost".
+    /// After a send failure, a NACK the receiver sent before hanging up
+    /// explains it better than "connection lost": wait briefly for it.
     fn explain(&mut self, e: super::TransportError) -> MigrationError {
         let mut buf = [0; 2048];
-        if let Ok(n) = self.transport.recv(&mut buf, Duration::ZERO) {
+        let wait = self.reply_timeout.min(Duration::from_secs(1));
+        if let Ok(n) = self.transport.recv(&mut buf, wait) {
             self.replies.push(&buf[..n]);
             if let Ok(Some(Record::Nack(reason))) = self.replies.next_record() {
                 return MigrationError::Refused { reason };
