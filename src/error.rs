@@ -3,7 +3,9 @@
 //! map every failure to a `perfplus_result` in one place
 //! (`ffi::error::Failure::from`).
 
+use crate::backend::sim::WorkloadError;
 use crate::backend::BackendError;
+use crate::migration::MigrationError;
 
 /// Any perfplus failure.
 #[derive(Debug, thiserror::Error)]
@@ -11,4 +13,10 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A migration failed (see the variant for where the guest is).
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// A simulated-guest workload file is invalid.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
 }
