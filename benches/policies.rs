@@ -51,7 +51,9 @@ fn parse_args() -> Result<Args, String> {
             "--workload-file" => args.workloads.push(value("--workload-file")?.into()),
             "--link-mbit" => {
                 let v = value("--link-mbit")?;
-                let mbit: f64 = v.parse().map_err(|_| format!("--link-mbit {v}: not a number"))?;
+                let mbit: f64 = v
+                    .parse()
+                    .map_err(|_| format!("--link-mbit {v}: not a number"))?;
                 if !(mbit.is_finite() && mbit > 0.0) {
                     return Err(format!("--link-mbit {v}: must be > 0"));
                 }
@@ -156,7 +158,11 @@ fn run_one(workload: &Workload, link_mbit: f64, policy_name: &str, verify_memory
                 pages_sent: report.sent.pages(),
                 rounds: report.rounds,
                 verified: report.verified,
-                bound_ms: downtime_lower_bound_ms(workload, scale_link, report.paused_at_ms / 1000.0),
+                bound_ms: downtime_lower_bound_ms(
+                    workload,
+                    scale_link,
+                    report.paused_at_ms / 1000.0,
+                ),
                 zero_pages: report.sent.zero_pages,
                 delta_pages: report.sent.delta_pages,
                 note,
@@ -185,7 +191,11 @@ fn run_one(workload: &Workload, link_mbit: f64, policy_name: &str, verify_memory
 }
 
 fn geomean(values: &[f64]) -> Option<f64> {
-    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite() && *x > 0.0).collect();
+    let v: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .collect();
     (!v.is_empty()).then(|| (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp())
 }
 
@@ -233,16 +243,33 @@ fn main() {
     let _ = writeln!(
         out,
         "\nPerf+ policy benchmark{} — simulated guests, virtual time\n",
-        if args.quick { " (--quick: guests, rates and links at 1/16 scale: same durations, bytes and pages of the scaled guests)" } else { "" }
+        if args.quick {
+            " (--quick: guests, rates and links at 1/16 scale: same durations, bytes and pages of the scaled guests)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
-        "{:<14} {:>6} {:<13} {:>4} {:>10} {:>10} {:>10} {:>9} {:>4} {:>4} {:>9} {:>6}  {}",
-        "workload", "Mbit/s", "policy", "conv", "downtime", "total", "MiB wire", "pages", "rnds", "ver", "bound", "dt/lb", "stop"
+        "{:<14} {:>6} {:<13} {:>4} {:>10} {:>10} {:>10} {:>9} {:>4} {:>4} {:>9} {:>6}  stop",
+        "workload",
+        "Mbit/s",
+        "policy",
+        "conv",
+        "downtime",
+        "total",
+        "MiB wire",
+        "pages",
+        "rnds",
+        "ver",
+        "bound",
+        "dt/lb"
     );
     for r in &rows {
         let dt = r.downtime_ms.map_or("-".to_string(), |d| format!("{d:.1}"));
-        let ratio = r.downtime_ms.map_or("-".to_string(), |d| format!("{:.2}", d / r.bound_ms));
+        let ratio = r
+            .downtime_ms
+            .map_or("-".to_string(), |d| format!("{:.2}", d / r.bound_ms));
         let _ = writeln!(
             out,
             "{:<14} {:>6} {:<13} {:>4} {:>10} {:>10.0} {:>10.1} {:>9} {:>4} {:>4} {:>9.1} {:>6}  {}",
@@ -263,16 +290,23 @@ fn main() {
     }
 
     // Ratios of perfplus to each baseline.
-    let find = |w: &str, l: f64, p: &str| rows.iter().find(|r| r.workload == w && r.link_mbit == l && r.policy == p);
+    let find = |w: &str, l: f64, p: &str| {
+        rows.iter()
+            .find(|r| r.workload == w && r.link_mbit == l && r.policy == p)
+    };
     let mut ratio_json = Vec::new();
     let mut geo: Vec<(String, &str, Vec<f64>)> = Vec::new();
-    let _ = writeln!(out, "\nperfplus / baseline (downtime, bytes, total time; '-' where either did not converge)");
+    let _ = writeln!(
+        out,
+        "\nperfplus / baseline (downtime, bytes, total time; '-' where either did not converge)"
+    );
     for base in args.policies.iter().filter(|p| *p != "perfplus") {
         let (mut dts, mut bys, mut tts) = (Vec::new(), Vec::new(), Vec::new());
         for w in &workloads {
             for &link in &args.links {
                 let l = link / scale as f64;
-                let (Some(pp), Some(b)) = (find(&w.name, l, "perfplus"), find(&w.name, l, base)) else {
+                let (Some(pp), Some(b)) = (find(&w.name, l, "perfplus"), find(&w.name, l, base))
+                else {
                     continue;
                 };
                 let both = pp.converged && b.converged;
@@ -292,7 +326,12 @@ fn main() {
                 let _ = writeln!(
                     out,
                     "  vs {:<13} {:<14} {:>6} Mbit/s  downtime {:>7}  bytes {:>7}  total {:>7}",
-                    base, w.name, link, f(dt), f(by), f(tt)
+                    base,
+                    w.name,
+                    link,
+                    f(dt),
+                    f(by),
+                    f(tt)
                 );
                 ratio_json.push(json!({
                     "workload": w.name, "link_mbit": link, "baseline": base,
@@ -308,7 +347,13 @@ fn main() {
     let mut geo_json = serde_json::Map::new();
     for (base, what, v) in &geo {
         let g = geomean(v);
-        let _ = writeln!(out, "  vs {:<13} {:<9} {}", base, what, g.map_or("-".into(), |g| format!("{g:.3}")));
+        let _ = writeln!(
+            out,
+            "  vs {:<13} {:<9} {}",
+            base,
+            what,
+            g.map_or("-".into(), |g| format!("{g:.3}"))
+        );
         geo_json.insert(format!("{base}.{what}"), json!(g));
     }
 
@@ -316,7 +361,11 @@ fn main() {
     let _ = writeln!(out, "\ntargets:");
     let pp: Vec<&Row> = rows.iter().filter(|r| r.policy == "perfplus").collect();
     let mut check = |name: &str, ok: bool, detail: String| {
-        let _ = writeln!(out, "  [{}] {name}: {detail}", if ok { "PASS" } else { "FAIL" });
+        let _ = writeln!(
+            out,
+            "  [{}] {name}: {detail}",
+            if ok { "PASS" } else { "FAIL" }
+        );
         (name.to_string(), ok)
     };
     let mut targets = Vec::new();
@@ -330,19 +379,45 @@ fn main() {
             .filter(|(p, x)| p.converged && x.converged)
             .map(|(p, x)| p.downtime_ms.unwrap_or(0.0) / x.downtime_ms.unwrap_or(1.0))
             .fold(0.0_f64, f64::max);
-        targets.push(check("downtime <= 1.05 x xen-default on every run", worst_dt <= 1.05, format!("worst {worst_dt:.3}")));
-        let g = geo.iter().find(|(b, w, _)| b == "xen-default" && *w == "downtime").and_then(|(_, _, v)| geomean(v));
-        targets.push(check("downtime geomean <= 0.5 x xen-default", g.is_some_and(|g| g <= 0.5), format!("{g:.3?}")));
+        targets.push(check(
+            "downtime <= 1.05 x xen-default on every run",
+            worst_dt <= 1.05,
+            format!("worst {worst_dt:.3}"),
+        ));
+        let g = geo
+            .iter()
+            .find(|(b, w, _)| b == "xen-default" && *w == "downtime")
+            .and_then(|(_, _, v)| geomean(v));
+        targets.push(check(
+            "downtime geomean <= 0.5 x xen-default",
+            g.is_some_and(|g| g <= 0.5),
+            format!("{g:.3?}"),
+        ));
         let worst_by = pairs
             .iter()
             .map(|(p, x)| p.bytes_on_wire as f64 / x.bytes_on_wire.max(1) as f64)
             .fold(0.0_f64, f64::max);
-        targets.push(check("bytes never more than xen-default", worst_by <= 1.0, format!("worst {worst_by:.3}")));
-        let g = geo.iter().find(|(b, w, _)| b == "xen-default" && *w == "bytes").and_then(|(_, _, v)| geomean(v));
-        targets.push(check("bytes geomean <= 0.7 x xen-default", g.is_some_and(|g| g <= 0.7), format!("{g:.3?}")));
+        targets.push(check(
+            "bytes never more than xen-default",
+            worst_by <= 1.0,
+            format!("worst {worst_by:.3}"),
+        ));
+        let g = geo
+            .iter()
+            .find(|(b, w, _)| b == "xen-default" && *w == "bytes")
+            .and_then(|(_, _, v)| geomean(v));
+        targets.push(check(
+            "bytes geomean <= 0.7 x xen-default",
+            g.is_some_and(|g| g <= 0.7),
+            format!("{g:.3?}"),
+        ));
     }
     let all_conv = pp.iter().all(|r| r.converged && r.verified);
-    targets.push(check("perfplus converges (and verifies) on every run", all_conv, format!("{}/{}", pp.iter().filter(|r| r.converged).count(), pp.len())));
+    targets.push(check(
+        "perfplus converges (and verifies) on every run",
+        all_conv,
+        format!("{}/{}", pp.iter().filter(|r| r.converged).count(), pp.len()),
+    ));
     if args.policies.iter().any(|p| p == "qemu-default") {
         let worse: Vec<String> = pp
             .iter()
@@ -352,13 +427,31 @@ fn main() {
                     .then(|| format!("{}@{}", p.workload, p.link_mbit * scale as f64))
             })
             .collect();
-        targets.push(check("fewer bytes than qemu-default where both converge", worse.is_empty(), if worse.is_empty() { "all".into() } else { worse.join(", ") }));
+        targets.push(check(
+            "fewer bytes than qemu-default where both converge",
+            worse.is_empty(),
+            if worse.is_empty() {
+                "all".into()
+            } else {
+                worse.join(", ")
+            },
+        ));
     }
     let worst_lb = pp
         .iter()
         .filter_map(|r| r.downtime_ms.map(|d| (d / r.bound_ms, r)))
-        .fold((0.0_f64, String::new()), |acc, (v, r)| if v > acc.0 { (v, format!("{}@{}", r.workload, r.link_mbit * scale as f64)) } else { acc });
-    targets.push(check("downtime <= 1.2 x downtime_lower_bound_ms on every run", worst_lb.0 <= 1.2, format!("worst {:.3} ({})", worst_lb.0, worst_lb.1)));
+        .fold((0.0_f64, String::new()), |acc, (v, r)| {
+            if v > acc.0 {
+                (v, format!("{}@{}", r.workload, r.link_mbit * scale as f64))
+            } else {
+                acc
+            }
+        });
+    targets.push(check(
+        "downtime <= 1.2 x downtime_lower_bound_ms on every run",
+        worst_lb.0 <= 1.2,
+        format!("worst {:.3} ({})", worst_lb.0, worst_lb.1),
+    ));
     let _ = writeln!(out, "\nwall time {:.1} s", wall.elapsed().as_secs_f64());
     print!("{out}");
 
@@ -392,7 +485,8 @@ fn main() {
             "geomean": geo_json,
             "targets": targets.iter().map(|(n, ok)| json!({"target": n, "met": ok})).collect::<Vec<_>>(),
         });
-        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap_or_default())
+        {
             eprintln!("policies: writing {}: {e}", path.display());
             std::process::exit(1);
         }

@@ -3,6 +3,12 @@
 //! page; faults at every step leave the guest running at the source with its
 //! memory intact; the same engine and receiver work over real TCP.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // test helpers
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -79,7 +85,10 @@ fn every_policy_on_every_workload_leaves_identical_memory() {
                 Err(e) => {
                     // Only QEMU's rule may fail to converge (it gives up at 30 minutes).
                     assert_eq!(name, "qemu-default", "{} / {name}: {e}", w.name);
-                    assert!(matches!(e.root(), MigrationError::NotConverged { .. }), "{e}");
+                    assert!(
+                        matches!(e.root(), MigrationError::NotConverged { .. }),
+                        "{e}"
+                    );
                     assert!(!out.source.is_paused(), "the guest runs at the source");
                     assert_ne!(out.receiver.state(), ReceiverState::Resumed);
                 }
@@ -95,9 +104,16 @@ fn perfplus_defers_hot_pages_and_sends_deltas() {
     let report = out.result.unwrap();
     assert!(report.sent.delta_pages > 0, "{report:?}");
     assert!(report.sent.zero_pages > 0, "{report:?}");
-    let xen = SimRun::new(&w).run(by_name("xen-default").unwrap().as_ref(), &mut quiet_observer());
+    let xen = SimRun::new(&w).run(
+        by_name("xen-default").unwrap().as_ref(),
+        &mut quiet_observer(),
+    );
     let xen = xen.result.unwrap();
-    assert_eq!(xen.sent.delta_pages + xen.sent.zero_pages, 0, "Xen sends raw");
+    assert_eq!(
+        xen.sent.delta_pages + xen.sent.zero_pages,
+        0,
+        "Xen sends raw"
+    );
     assert!(report.bytes_on_wire < xen.bytes_on_wire);
 }
 
@@ -174,10 +190,17 @@ fn assert_guest_safe_at_source(out: &mut SimOutcome, stage: fn(&Stage) -> bool) 
     assert!(!out.source.is_paused(), "the guest runs at the source");
     let mut b = DirtyBitmap::new(out.source.page_count());
     assert!(
-        matches!(out.source.harvest_dirty(&mut b), Err(BackendError::DirtyLogDisabled)),
+        matches!(
+            out.source.harvest_dirty(&mut b),
+            Err(BackendError::DirtyLogDisabled)
+        ),
         "dirty logging was switched off"
     );
-    assert_ne!(out.receiver.state(), ReceiverState::Resumed, "never resumed at the receiver");
+    assert_ne!(
+        out.receiver.state(),
+        ReceiverState::Resumed,
+        "never resumed at the receiver"
+    );
     assert!(out.receiver.domain().is_paused());
     text
 }
@@ -185,7 +208,10 @@ fn assert_guest_safe_at_source(out: &mut SimOutcome, stage: fn(&Stage) -> bool) 
 #[test]
 fn link_cut_in_a_round_leaves_the_guest_at_the_source() {
     let m = marks(&SimRun::new(&small("web")));
-    assert!(m.round_bytes[2] - m.round_bytes[1] > 10_000, "round 1 is long enough to cut");
+    assert!(
+        m.round_bytes[2] - m.round_bytes[1] > 10_000,
+        "round 1 is long enough to cut"
+    );
     let (run, mut out, paused) = run_with_fault(SimFaults {
         cut_after_bytes: Some((m.round_bytes[1] + m.round_bytes[2]) / 2),
         ..SimFaults::default()
@@ -193,7 +219,11 @@ fn link_cut_in_a_round_leaves_the_guest_at_the_source() {
     let text = assert_guest_safe_at_source(&mut out, |s| matches!(s, Stage::Round(1)));
     assert!(text.contains("connection lost"), "{text}");
     assert_eq!(paused, None);
-    assert_eq!(out.receiver.state(), ReceiverState::Failed, "the receiver saw the stream end early");
+    assert_eq!(
+        out.receiver.state(),
+        ReceiverState::Failed,
+        "the receiver saw the stream end early"
+    );
     twin_memory_matches(&run, &mut out, paused);
 }
 
@@ -237,7 +267,10 @@ fn a_corrupt_record_is_refused_and_the_guest_stays_at_the_source() {
         ..SimFaults::default()
     });
     let text = assert_guest_safe_at_source(&mut out, |s| matches!(s, Stage::Round(_)));
-    assert!(text.contains("integrity check"), "the receiver's reason reaches the sender: {text}");
+    assert!(
+        text.contains("integrity check"),
+        "the receiver's reason reaches the sender: {text}"
+    );
     assert_eq!(out.receiver.state(), ReceiverState::Failed);
     twin_memory_matches(&run, &mut out, paused);
 }
@@ -261,9 +294,17 @@ fn a_truncated_stream_is_never_resumed_by_the_receiver() {
         let mut run = SimRun::new(&small("idle"));
         run.faults.cut_after_bytes = Some(cut);
         let out = run.run(&PerfPlus::default(), &mut quiet_observer());
-        assert!(out.result.is_err(), "cut at {cut} of {}: {:?}", m.total, out.result);
+        assert!(
+            out.result.is_err(),
+            "cut at {cut} of {}: {:?}",
+            m.total,
+            out.result
+        );
         assert_eq!(out.receiver.state(), ReceiverState::Failed, "cut at {cut}");
-        assert!(out.receiver.failure().unwrap().contains("ended early"), "cut at {cut}");
+        assert!(
+            out.receiver.failure().unwrap().contains("ended early"),
+            "cut at {cut}"
+        );
         assert!(!out.source.is_paused(), "cut at {cut}");
     }
 }
@@ -278,7 +319,10 @@ fn a_commit_lost_after_the_acknowledgement_resumes_neither_copy() {
     run.faults.cut_after_bytes = Some(m.total - 1);
     let out = run.run(&PerfPlus::default(), &mut quiet_observer());
     let err = out.result.unwrap_err();
-    assert!(matches!(err, MigrationError::HandoverUnconfirmed { .. }), "{err}");
+    assert!(
+        matches!(err, MigrationError::HandoverUnconfirmed { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("check the receiver"), "{err}");
     assert!(out.source.is_paused());
     assert_ne!(out.receiver.state(), ReceiverState::Resumed);
@@ -355,13 +399,22 @@ fn a_migration_over_tcp_leaves_identical_memory() {
     let mut source = prepared_source();
     let pages = source.page_count();
     let receiver = std::thread::spawn(move || {
-        let (r, result) = receive_tcp(server, SimDomain::blank(pages, VirtualClock::new()), Duration::from_secs(20));
+        let (r, result) = receive_tcp(
+            server,
+            SimDomain::blank(pages, VirtualClock::new()),
+            Duration::from_secs(20),
+        );
         result.unwrap();
         r.into_domain()
     });
     let policy = PerfPlus::default();
     let transport = TcpTransport::new(client, Duration::from_secs(20)).unwrap();
-    let mut sink = PerfplusSink::new(transport, policy.encodings(), 4 << 20, Duration::from_secs(20));
+    let mut sink = PerfplusSink::new(
+        transport,
+        policy.encodings(),
+        4 << 20,
+        Duration::from_secs(20),
+    );
     let report = migrate(
         &mut source,
         &policy,
@@ -398,7 +451,16 @@ fn a_tcp_receiver_that_never_answers_times_out_and_the_guest_stays() {
         &mut quiet_observer(),
     )
     .unwrap_err();
-    assert!(matches!(err, MigrationError::Aborted { stage: Stage::AwaitAck, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            MigrationError::Aborted {
+                stage: Stage::AwaitAck,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(!source.is_paused());
     drop(sink);

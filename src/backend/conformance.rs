@@ -106,8 +106,8 @@ fn scattered(page_count: u64) -> Vec<Pfn> {
 }
 
 fn pattern(pfn: Pfn, page_size: usize, salt: u8) -> Vec<u8> {
-    (0..page_size)
-        .map(|i| (pfn as usize).wrapping_mul(31).wrapping_add(i * 7) as u8 ^ salt)
+    (0..page_size as u64)
+        .map(|i| pfn.wrapping_mul(31).wrapping_add(i * 7).to_le_bytes()[0] ^ salt)
         .collect()
 }
 
@@ -136,7 +136,7 @@ pub fn check_read_write_round_trip<H: ConformanceHarness>(harness: &mut H) {
     for (i, batch) in pfns.chunks(7).enumerate() {
         let data: Vec<u8> = batch
             .iter()
-            .flat_map(|&p| pattern(p, size, i as u8))
+            .flat_map(|&p| pattern(p, size, u8::try_from(i).unwrap_or(u8::MAX)))
             .collect();
         d.write_pages(batch, &data)
             .unwrap_or_else(|e| panic!("read/write: write_pages({batch:?}) failed: {e}"));
@@ -151,7 +151,7 @@ pub fn check_read_write_round_trip<H: ConformanceHarness>(harness: &mut H) {
         for (&pfn, page) in batch.iter().zip(buf.chunks_exact(size)) {
             let written_in = pfns.iter().position(|p| *p == pfn).unwrap_or(0) / 7;
             assert!(
-                page == pattern(pfn, size, written_in as u8).as_slice(),
+                page == pattern(pfn, size, u8::try_from(written_in).unwrap_or(u8::MAX)).as_slice(),
                 "read/write: page {pfn} does not read back what was written"
             );
         }
@@ -160,7 +160,8 @@ pub fn check_read_write_round_trip<H: ConformanceHarness>(harness: &mut H) {
     let zero = vec![0; size];
     d.write_pages(&[pfns[3]], &zero).expect("write a zero page");
     let mut buf = vec![1; size];
-    d.read_pages(&[pfns[3]], &mut buf).expect("read a zero page");
+    d.read_pages(&[pfns[3]], &mut buf)
+        .expect("read a zero page");
     assert!(buf == zero, "read/write: a zero page does not read back");
     // Empty batches are fine.
     d.read_pages(&[], &mut []).expect("read/write: empty read");

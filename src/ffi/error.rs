@@ -252,19 +252,30 @@ mod tests {
     #[test]
     fn migration_failures_map_to_what_happened_to_the_guest() {
         use crate::migration::{MigrationError as M, Stage, TransportError};
-        let aborted = |cause| crate::Error::Migration(M::Aborted {
-            stage: Stage::Round(2),
-            cause: Box::new(cause),
-        });
-        let f = Failure::from(aborted(M::NotConverged { reason: "30 minutes" }));
-        assert_eq!(f.code, perfplus_result::PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED);
-        let f = Failure::from(aborted(M::Transport(TransportError::Closed { what: "sending" })));
+        let aborted = |cause| {
+            crate::Error::Migration(M::Aborted {
+                stage: Stage::Round(2),
+                cause: Box::new(cause),
+            })
+        };
+        let f = Failure::from(aborted(M::NotConverged {
+            reason: "30 minutes",
+        }));
+        assert_eq!(
+            f.code,
+            perfplus_result::PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED
+        );
+        let f = Failure::from(aborted(M::Transport(TransportError::Closed {
+            what: "sending",
+        })));
         assert_eq!(f.code, perfplus_result::PERFPLUS_RESULT_MIGRATION_ABORTED);
         assert!(f.message.contains("running at the source"), "{}", f.message);
-        let f = Failure::from(crate::Error::Migration(M::Transport(TransportError::Timeout {
-            what: "waiting",
-            after_ms: 5,
-        })));
+        let f = Failure::from(crate::Error::Migration(M::Transport(
+            TransportError::Timeout {
+                what: "waiting",
+                after_ms: 5,
+            },
+        )));
         assert_eq!(f.code, perfplus_result::PERFPLUS_RESULT_TIMEOUT);
     }
 }

@@ -112,7 +112,7 @@ pub fn is_zero(page: &[u8]) -> bool {
 
 fn put_varint(out: &mut Vec<u8>, mut value: usize) {
     loop {
-        let byte = (value & 0x7f) as u8;
+        let byte = u8::try_from(value & 0x7f).unwrap_or(0);
         value >>= 7;
         if value == 0 {
             out.push(byte);
@@ -276,11 +276,7 @@ impl DeltaCache {
     /// A cache of at most `capacity_bytes` of page copies for a guest of
     /// `page_count` pages.
     pub fn new(page_size: usize, page_count: u64, capacity_bytes: usize) -> Self {
-        let capacity_pages = if page_size == 0 {
-            0
-        } else {
-            capacity_bytes / page_size
-        };
+        let capacity_pages = capacity_bytes.checked_div(page_size).unwrap_or(0);
         Self {
             page_size,
             capacity_pages,
@@ -360,7 +356,9 @@ impl DeltaCache {
             for _ in 0..64 {
                 let slot = self.hand;
                 self.hand = (self.hand + 1) % self.capacity_pages;
-                if self.slot_pfn[slot] == Pfn::MAX || self.slot_round[slot].saturating_add(2) <= round {
+                if self.slot_pfn[slot] == Pfn::MAX
+                    || self.slot_round[slot].saturating_add(2) <= round
+                {
                     found = Some(slot);
                     break;
                 }
@@ -424,6 +422,7 @@ pub fn encode_page(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small test values
 mod tests {
     use super::*;
     use proptest::prelude::*;

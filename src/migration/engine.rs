@@ -141,7 +141,12 @@ impl<D: Domain, C: Clock, S: StreamSink> Run<'_, D, C, S> {
     }
 
     /// Send `pfns` in batches; returns (pages, wire bytes).
-    fn send(&mut self, round: u32, pfns: &[u64], planner: &mut Planner) -> Result<BatchSent, MigrationError> {
+    fn send(
+        &mut self,
+        round: u32,
+        pfns: &[u64],
+        planner: &mut Planner,
+    ) -> Result<BatchSent, MigrationError> {
         let size = self.source.page_size();
         let mut round_sent = BatchSent::default();
         for chunk in pfns.chunks(self.config.batch_pages.max(1)) {
@@ -273,7 +278,8 @@ where
                 // min_round_ms is a finite, positive policy setting.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
                 let wait_ns = (decision.min_round_ms * 1e6) as u64;
-                run.clock.sleep_until(round_start_ns.saturating_add(wait_ns));
+                run.clock
+                    .sleep_until(round_start_ns.saturating_add(wait_ns));
             }
             dirty.clear();
             run.source

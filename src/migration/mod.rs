@@ -42,7 +42,9 @@ pub use policy::{Action, Decision, PrecopyPolicy, RoundStats, RoundStatsTracker}
 pub use receiver::{receive_tcp, Receiver, ReceiverState};
 pub use sink::{PerfplusSink, StreamSink};
 pub use stream::{StreamDigest, StreamError};
-pub use transport::{Clock, RealClock, SimFaults, SimLink, TcpTransport, Transport, TransportError};
+pub use transport::{
+    Clock, RealClock, SimFaults, SimLink, TcpTransport, Transport, TransportError,
+};
 
 /// Where a migration was when it failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

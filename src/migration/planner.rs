@@ -64,7 +64,7 @@ impl Planner {
     pub fn new(page_count: u64, hot: Option<HotRule>) -> Self {
         let hot = hot.map(|r| {
             let w = r.window_rounds.clamp(1, 7);
-            (((1_u16 << w) - 1) as u8, u32::from(r.min_dirty_rounds.max(1)))
+            (u8::MAX >> (8 - w), u32::from(r.min_dirty_rounds.max(1)))
         });
         Self {
             state: vec![OWED; usize::try_from(page_count).unwrap_or(0)],
@@ -139,7 +139,10 @@ impl Planner {
     /// Record that `pfn` was sent: the receiver's copy is current.
     pub fn sent(&mut self, pfn: Pfn) {
         let hot = self.hot;
-        if let Some(s) = usize::try_from(pfn).ok().and_then(|i| self.state.get_mut(i)) {
+        if let Some(s) = usize::try_from(pfn)
+            .ok()
+            .and_then(|i| self.state.get_mut(i))
+        {
             if *s & OWED != 0 {
                 if hot_state(hot, *s) {
                     self.owed_hot -= 1;
@@ -216,6 +219,9 @@ mod tests {
 
     #[test]
     fn state_is_one_byte_per_page() {
-        assert_eq!(Planner::new(12345, Some(HotRule::default())).state_bytes(), 12345);
+        assert_eq!(
+            Planner::new(12345, Some(HotRule::default())).state_bytes(),
+            12345
+        );
     }
 }

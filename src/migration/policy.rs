@@ -221,7 +221,12 @@ impl RoundStatsTracker {
     /// The snapshot for the next decision, given the pages the next round
     /// would send and the deferred ones. Also remembers its prediction as
     /// an earlier one for the next snapshot.
-    pub fn snapshot(&mut self, elapsed_ms: f64, dirty_pages: u64, deferred_pages: u64) -> RoundStats {
+    pub fn snapshot(
+        &mut self,
+        elapsed_ms: f64,
+        dirty_pages: u64,
+        deferred_pages: u64,
+    ) -> RoundStats {
         let raw = raw_wire_bytes_per_page(self.page_size);
         let wire_bytes_per_page = if self.resend_pages > 0 {
             // Never trust a sample below a zero page's framing.
@@ -357,10 +362,10 @@ impl PrecopyPolicy for PerfPlus {
             return with_cap(StopAndCopy, "nothing left to send");
         }
         let removable = s.predicted_downtime_ms - s.predicted_floor_ms;
-        let negligible =
-            removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
+        let negligible = removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
         let improving = s.iteration < 2
-            || s.predicted_downtime_ms < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms
+            || s.predicted_downtime_ms
+                < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms
             || s.decisions_since_best < 2;
         if s.iteration >= self.max_rounds {
             return with_cap(StopAndCopy, "round limit");
@@ -480,7 +485,10 @@ impl PrecopyPolicy for QemuDefault {
         // QEMU counts pending dirty pages at their page size.
         let pending = (s.dirty_pages + s.deferred_pages) as f64 * s.page_size as f64;
         if pending <= s.bandwidth_bytes_per_s * self.downtime_limit_ms / 1000.0 {
-            Decision::new(Action::StopAndCopy, "pending bytes fit in the downtime limit")
+            Decision::new(
+                Action::StopAndCopy,
+                "pending bytes fit in the downtime limit",
+            )
         } else if s.elapsed_ms >= self.give_up_after_ms {
             Decision::new(Action::Abort, "did not converge within 30 minutes")
         } else {
@@ -565,16 +573,28 @@ mod tests {
         let x = XenDefault::default();
         assert_eq!(x.decide(&stats(0, 1000, 1e9, 1e9)).action, Action::Continue);
         assert_eq!(x.decide(&stats(4, 1000, 1e9, 1e9)).action, Action::Continue);
-        assert_eq!(x.decide(&stats(5, 1000, 1e9, 1e9)).action, Action::StopAndCopy);
-        assert_eq!(x.decide(&stats(2, 49, 1e9, 1e9)).action, Action::StopAndCopy);
+        assert_eq!(
+            x.decide(&stats(5, 1000, 1e9, 1e9)).action,
+            Action::StopAndCopy
+        );
+        assert_eq!(
+            x.decide(&stats(2, 49, 1e9, 1e9)).action,
+            Action::StopAndCopy
+        );
     }
 
     #[test]
     fn qemu_default_stops_under_its_limit_and_gives_up_at_thirty_minutes() {
         let q = QemuDefault::default();
         // 1e9 B/s * 0.3 s = 300 MB = 73242 pages
-        assert_eq!(q.decide(&stats(3, 73_000, 0.0, 0.0)).action, Action::StopAndCopy);
-        assert_eq!(q.decide(&stats(3, 80_000, 0.0, 0.0)).action, Action::Continue);
+        assert_eq!(
+            q.decide(&stats(3, 73_000, 0.0, 0.0)).action,
+            Action::StopAndCopy
+        );
+        assert_eq!(
+            q.decide(&stats(3, 80_000, 0.0, 0.0)).action,
+            Action::Continue
+        );
         let mut late = stats(900, 80_000, 0.0, 0.0);
         late.elapsed_ms = 30.0 * 60_000.0;
         assert_eq!(q.decide(&late).action, Action::Abort);
@@ -583,12 +603,25 @@ mod tests {
     #[test]
     fn perfplus_keeps_going_while_the_dirty_set_shrinks() {
         let p = PerfPlus::default();
-        assert_eq!(p.decide(&stats(0, 1 << 20, f64::INFINITY, f64::INFINITY)).action, Action::Continue);
-        assert_eq!(p.decide(&stats(3, 5000, 60.0, 90.0)).action, Action::Continue);
+        assert_eq!(
+            p.decide(&stats(0, 1 << 20, f64::INFINITY, f64::INFINITY))
+                .action,
+            Action::Continue
+        );
+        assert_eq!(
+            p.decide(&stats(3, 5000, 60.0, 90.0)).action,
+            Action::Continue
+        );
         // Improvement under 10 %: stop.
-        assert_eq!(p.decide(&stats(3, 5000, 85.0, 90.0)).action, Action::StopAndCopy);
+        assert_eq!(
+            p.decide(&stats(3, 5000, 85.0, 90.0)).action,
+            Action::StopAndCopy
+        );
         // Nothing left worth a round.
-        assert_eq!(p.decide(&stats(3, 10, 21.0, 90.0)).action, Action::StopAndCopy);
+        assert_eq!(
+            p.decide(&stats(3, 10, 21.0, 90.0)).action,
+            Action::StopAndCopy
+        );
     }
 
     #[test]

@@ -174,7 +174,9 @@ impl<D: Domain> Receiver<D> {
         match (self.state, record) {
             (_, Record::Abort(reason)) => Err(MigrationError::SenderAborted { reason }),
             (S::AwaitHeader, Record::Header(h)) => {
-                if h.page_size != self.domain.page_size() || h.page_count != self.domain.page_count() {
+                if h.page_size != self.domain.page_size()
+                    || h.page_count != self.domain.page_count()
+                {
                     return Err(MigrationError::GeometryMismatch {
                         stream_pages: h.page_count,
                         stream_page_size: h.page_size,

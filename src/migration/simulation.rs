@@ -77,7 +77,10 @@ impl SimRun {
         let start_ns = clock.now_ns();
         let receiver_clock = VirtualClock::new();
         receiver_clock.advance_to(start_ns);
-        let receiver = Receiver::new(SimDomain::blank(source.page_count(), receiver_clock.clone()));
+        let receiver = Receiver::new(SimDomain::blank(
+            source.page_count(),
+            receiver_clock.clone(),
+        ));
         let link = SimLink::new(
             clock.clone(),
             receiver_clock,

@@ -56,7 +56,12 @@ pub trait StreamSink {
     /// Send pages `pfns` whose contents are `data` (page `i` at
     /// `i * page_size`), read in round `round` (the final pass has the
     /// highest round number).
-    fn send_pages(&mut self, round: u32, pfns: &[Pfn], data: &[u8]) -> Result<BatchSent, MigrationError>;
+    fn send_pages(
+        &mut self,
+        round: u32,
+        pfns: &[Pfn],
+        data: &[u8],
+    ) -> Result<BatchSent, MigrationError>;
 
     /// Send the CPU/device state (the guest is paused).
     fn send_cpu_state(&mut self, blob: &[u8]) -> Result<u64, MigrationError>;
@@ -213,7 +218,12 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
         self.send_record(&Record::Header(header)).map(|_| ())
     }
 
-    fn send_pages(&mut self, round: u32, pfns: &[Pfn], data: &[u8]) -> Result<BatchSent, MigrationError> {
+    fn send_pages(
+        &mut self,
+        round: u32,
+        pfns: &[Pfn],
+        data: &[u8],
+    ) -> Result<BatchSent, MigrationError> {
         let mut sent = BatchSent::default();
         let size = self.page_size;
         self.batch.start(round);
@@ -243,7 +253,7 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
             self.digest.add(pfn, page);
         }
         sent.wire_bytes += self.flush_batch()?;
-        debug_assert!(sent.wire_bytes >= (sent.pages() as usize * PAGE_ENTRY_BYTES) as u64);
+        debug_assert!(sent.wire_bytes >= sent.pages() * PAGE_ENTRY_BYTES as u64);
         Ok(sent)
     }
 

@@ -654,7 +654,9 @@ fn parse_batch(p: &[u8], page_size: usize, page_count: u64) -> Result<PageBatch,
             k => return Err(malformed(format!("entry {i}: unknown page kind {k}"))),
         };
         if at + len > p.len() {
-            return Err(malformed(format!("entry {i}: payload runs past the record")));
+            return Err(malformed(format!(
+                "entry {i}: payload runs past the record"
+            )));
         }
         entries.push(PageEntry {
             pfn,

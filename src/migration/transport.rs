@@ -233,11 +233,14 @@ impl<P: SimPeer> Transport for SimLink<P> {
         let start = self.sent;
         let end = start + bytes.len() as u64;
         // How much gets through before a cut or the peer's death.
-        let limit = [self.faults.cut_after_bytes, self.faults.peer_dies_after_bytes]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(u64::MAX);
+        let limit = [
+            self.faults.cut_after_bytes,
+            self.faults.peer_dies_after_bytes,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(u64::MAX);
         let through = end.min(limit.max(start)) - start;
         let through_len = usize::try_from(through).unwrap_or(bytes.len());
         let mut chunk = bytes[..through_len].to_vec();

@@ -447,8 +447,9 @@ impl SimDomain {
     fn field_offset(&self, pfn: Pfn, layout: Layout, field: usize) -> usize {
         let region = PAGE_SIZE / layout.count;
         let slack = region - layout.width;
-        let mut off = usize::try_from(hash3(self.seed, pfn, 0xf1e1d ^ field as u64) % (slack as u64 + 1))
-            .unwrap_or(0);
+        let mut off =
+            usize::try_from(hash3(self.seed, pfn, 0xf1e1d ^ field as u64) % (slack as u64 + 1))
+                .unwrap_or(0);
         if layout.width % 8 == 0 {
             off &= !7;
         }
@@ -481,7 +482,10 @@ impl SimDomain {
 
     fn write_field(&self, pfn: Pfn, layout: Layout, field: usize, k: u64, page: &mut [u8]) {
         let at = self.field_offset(pfn, layout, field);
-        fill_random(&mut page[at..at + layout.width], hash3(self.seed ^ 0xda7a, pfn, k));
+        fill_random(
+            &mut page[at..at + layout.width],
+            hash3(self.seed ^ 0xda7a, pfn, k),
+        );
     }
 
     /// Generate the content of an unstored page into `out`.
@@ -511,10 +515,7 @@ impl SimDomain {
         if let Some(log) = &mut self.dirty_log {
             log.set(pfn);
         }
-        let stored = self
-            .stored
-            .as_mut()
-            .and_then(|s| s[i].take());
+        let stored = self.stored.as_mut().and_then(|s| s[i].take());
         if let Some(mut page) = stored {
             if page.is_empty() {
                 page = vec![0; PAGE_SIZE].into_boxed_slice();
@@ -603,7 +604,11 @@ impl Domain for SimDomain {
         self.check_batch(pfns, buf.len())?;
         self.catch_up();
         for (&pfn, out) in pfns.iter().zip(buf.chunks_exact_mut(PAGE_SIZE)) {
-            match self.stored.as_ref().and_then(|s| s[Self::index(pfn)].as_ref()) {
+            match self
+                .stored
+                .as_ref()
+                .and_then(|s| s[Self::index(pfn)].as_ref())
+            {
                 Some(page) if page.is_empty() => out.fill(0),
                 Some(page) => out.copy_from_slice(page),
                 None => self.generate(pfn, out),
@@ -728,8 +733,8 @@ pub fn page_write_rates(writers: &[WriterSpec], page_count: u64) -> Vec<f64> {
     let mut rates = vec![0.0; usize::try_from(page_count).unwrap_or(0)];
     for (i, spec) in writers.iter().enumerate() {
         let w = Writer::new(spec, page_count, i as u64);
-        let len = w.len as usize;
-        let start = w.start as usize;
+        let len = usize::try_from(w.len).unwrap_or(0);
+        let start = usize::try_from(w.start).unwrap_or(0);
         match spec.distribution {
             Distribution::Uniform | Distribution::Sequential => {
                 for r in &mut rates[start..start + len] {
@@ -741,7 +746,8 @@ pub fn page_write_rates(writers: &[WriterSpec], page_count: u64) -> Vec<f64> {
                 let total: f64 = weights.iter().sum();
                 for (rank, weight) in weights.iter().enumerate() {
                     let offset = (rank as u64).wrapping_mul(w.scatter) % w.len;
-                    rates[start + offset as usize] += spec.rate_pages_per_s * weight / total;
+                    let at = start + usize::try_from(offset).unwrap_or(0);
+                    rates[at] += spec.rate_pages_per_s * weight / total;
                 }
             }
         }
@@ -813,7 +819,11 @@ mod tests {
         clock.advance_by(2_000_000_000);
         sim.harvest_dirty(&mut dirty).unwrap();
         assert_eq!(sim.writes_applied(), 2000);
-        assert!(dirty.count() > 10 && dirty.count() < 2000, "{}", dirty.count());
+        assert!(
+            dirty.count() > 10 && dirty.count() < 2000,
+            "{}",
+            dirty.count()
+        );
         assert!(dirty.iter().all(|p| p < sim.page_count() / 2));
         sim.pause().unwrap();
         clock.advance_by(1_000_000_000);

@@ -273,7 +273,10 @@ impl Workload {
                 .next()
                 .unwrap_or("")
                 .to_string()
-                + text[span.start.min(text.len())..].split('\n').next().unwrap_or("");
+                + text[span.start.min(text.len())..]
+                    .split('\n')
+                    .next()
+                    .unwrap_or("");
             let key = line_text
                 .split_once('=')
                 .map(|(k, _)| k.trim().to_string())
@@ -450,7 +453,10 @@ latency_ms = 0.2
         let w = Workload::from_toml(GOOD, "good.toml").unwrap();
         assert_eq!(w.memory_mib, 64);
         assert_eq!(w.writers[0].distribution, Distribution::Zipf { s: 0.99 });
-        assert_eq!(w.phases[0].writers[0].distribution, Distribution::Sequential);
+        assert_eq!(
+            w.phases[0].writers[0].distribution,
+            Distribution::Sequential
+        );
         assert_eq!(w.writers_at(3.0)[0].bytes_per_write, 4096);
         assert_eq!(w.writers_at(1.0)[0].bytes_per_write, 8);
     }
@@ -465,7 +471,9 @@ latency_ms = 0.2
         let e = error_for("rate_pages_per_s = 1000", "rate_pages_per_s = -1");
         assert_eq!(e.line, 9);
         assert_eq!(e.field, "writer[0].rate_pages_per_s");
-        assert!(e.to_string().starts_with("bad.toml:9: `writer[0].rate_pages_per_s`"));
+        assert!(e
+            .to_string()
+            .starts_with("bad.toml:9: `writer[0].rate_pages_per_s`"));
 
         let e = error_for("region = [0.0, 0.5]", "region = [0.6, 0.5]");
         assert_eq!((e.line, e.field.as_str()), (8, "writer[0].region"));
@@ -474,7 +482,10 @@ latency_ms = 0.2
         assert_eq!(e.field, "writer[0].zipf_s");
 
         let e = error_for("\"sequential\"", "\"random\"");
-        assert_eq!((e.line, e.field.as_str()), (19, "phase[0].writer[0].distribution"));
+        assert_eq!(
+            (e.line, e.field.as_str()),
+            (19, "phase[0].writer[0].distribution")
+        );
 
         let e = error_for("latency_ms = 0.2", "latency_ms = 0.2\nmtu = 9000");
         assert_eq!(e.field, "mtu");
@@ -493,7 +504,9 @@ latency_ms = 0.2
 
     #[test]
     fn scaling_down_keeps_durations() {
-        let w = Workload::from_toml(GOOD, "good.toml").unwrap().scaled_down(16);
+        let w = Workload::from_toml(GOOD, "good.toml")
+            .unwrap()
+            .scaled_down(16);
         assert_eq!(w.memory_mib, 4);
         assert!((w.writers[0].rate_pages_per_s - 62.5).abs() < 1e-9);
         assert!((w.link.bandwidth_mbit - 62.5).abs() < 1e-9);
