@@ -18,6 +18,7 @@
 pub mod backend;
 mod error;
 pub mod ffi;
+/// cbindgen:ignore
 pub mod migration;
 
 pub use error::Error;

@@ -19,8 +19,10 @@
 //! memory written by real code, tracked by the MMU), `xen` (libxenctrl and
 //! libxenforeignmemory). Each passes the same conformance suite.
 
+/// cbindgen:ignore
 pub mod conformance;
 mod dirty;
+/// cbindgen:ignore
 pub mod sim;
 
 pub use dirty::{DirtyBitmap, PageRange, Ranges};
