@@ -9,7 +9,8 @@
 //! - built-in suite: `benches/workloads/*.toml` (4 GiB guests), links of 1
 //!   and 10 Gbit/s, unless `--workload-file` / `--link-mbit` are given;
 //! - `--quick`: every workload at 1/16 scale (memory, write rates and link
-//!   bandwidth divided by 16: the same durations, 16× fewer pages);
+//!   bandwidth divided by 16: the same durations, 16× fewer pages), two
+//!   runs at a time (`--jobs N` to change; full scale runs one at a time);
 //! - prints a table, the ratios of perfplus to each baseline per workload
 //!   and link with their geometric means, and the targets; `--json` writes
 //!   one object per run plus the ratios.
@@ -31,6 +32,7 @@ struct Args {
     links: Vec<f64>,
     policies: Vec<String>,
     verify_memory: bool,
+    jobs: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -41,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         links: Vec::new(),
         policies: Vec::new(),
         verify_memory: false,
+        jobs: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -67,10 +70,15 @@ fn parse_args() -> Result<Args, String> {
                 args.policies.push(v);
             }
             "--verify-memory" => args.verify_memory = true,
+            "--jobs" => {
+                let v = value("--jobs")?;
+                let n: usize = v.parse().map_err(|_| format!("--jobs {v}: not a number"))?;
+                args.jobs = Some(n.max(1));
+            }
             "--bench" => {}
             "--help" | "-h" => {
                 println!(
-                    "cargo bench --bench policies -- [--quick] [--json FILE] [--workload-file FILE]... [--link-mbit N]... [--policy NAME]... [--verify-memory]"
+                    "cargo bench --bench policies -- [--quick] [--json FILE] [--workload-file FILE]... [--link-mbit N]... [--policy NAME]... [--verify-memory] [--jobs N]"
                 );
                 std::process::exit(0);
             }
@@ -219,13 +227,42 @@ fn main() {
         }
     }
     let wall = std::time::Instant::now();
-    let mut rows = Vec::new();
-    for w in &workloads {
+    // Runs are independent and on virtual time, so they can run side by side
+    // without changing a number. Full-scale runs hold a 4 GiB receiver each:
+    // one at a time unless asked.
+    let jobs = args
+        .jobs
+        .unwrap_or(if args.quick { 2 } else { 1 })
+        .min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut work = Vec::new();
+    for wi in 0..workloads.len() {
         for &link in &args.links {
-            let link_mbit = link / scale as f64;
             for p in &args.policies {
+                work.push((wi, link, p.clone()));
+            }
+        }
+    }
+    // The longest runs first (QEMU's rule on the slow link may iterate for
+    // 30 simulated minutes), so they do not end up alone at the end.
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by(|&a, &b| {
+        let key = |i: usize| (work[i].2 != "qemu-default", work[i].1);
+        let (ka, kb) = (key(a), key(b));
+        ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1))
+    });
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(vec![None; work.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(&i) = order.get(n) else {
+                    break;
+                };
+                let (wi, link, p) = &work[i];
+                let w = &workloads[*wi];
                 let t = std::time::Instant::now();
-                let row = run_one(w, link_mbit, p, args.verify_memory);
+                let row = run_one(w, link / scale as f64, p, args.verify_memory);
                 eprintln!(
                     "  {:<14} {:>6} Mbit/s {:<14} {:>7.1} s wall",
                     w.name,
@@ -233,10 +270,18 @@ fn main() {
                     p,
                     t.elapsed().as_secs_f64()
                 );
-                rows.push(row);
-            }
+                if let Ok(mut d) = done.lock() {
+                    d[i] = Some(row);
+                }
+            });
         }
-    }
+    });
+    let rows: Vec<Row> = done
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
 
     // The table.
     let mut out = String::new();

@@ -385,8 +385,9 @@ impl DeltaCache {
     }
 }
 
-/// Choose the encoding for `page` (pfn `pfn`) and write its payload into
-/// `out` (cleared first): nothing for zero, the delta, or the page.
+/// Choose the encoding for `page` (pfn `pfn`); for a delta, write it into
+/// `out` (cleared first). The payload of a raw page is the page itself, of
+/// a zero page nothing.
 pub fn encode_page(
     allowed: EncodingSet,
     cache: Option<&mut DeltaCache>,
@@ -417,7 +418,6 @@ pub fn encode_page(
         }
     }
     out.clear();
-    out.extend_from_slice(page);
     Encoding::Raw
 }
 
@@ -458,7 +458,6 @@ mod tests {
         cache.sent(3, &old, false, true, 1);
         let enc = encode_page(EncodingSet::ALL, Some(&mut cache), 3, &new, &mut out);
         assert_eq!(enc, Encoding::Raw);
-        assert_eq!(out, new);
     }
 
     #[test]
@@ -474,7 +473,6 @@ mod tests {
             encode_page(EncodingSet::RAW_ONLY, None, 0, &page, &mut out),
             Encoding::Raw
         );
-        assert_eq!(out.len(), 4096);
     }
 
     #[test]

@@ -174,3 +174,42 @@ pub fn downtime_lower_bound_ms(workload: &Workload, link: LinkSpec, at_s: f64) -
     }
     workload.switchover_fixed_ms + round_s(count) * 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(writer: &str, link_mbit: f64) -> Workload {
+        Workload::from_toml(
+            &format!(
+                "name = \"t\"\nmemory_mib = 1024\nzero_fraction = 0.0\nswitchover_fixed_ms = 20\n[[writer]]\n{writer}\n[link]\nbandwidth_mbit = {link_mbit}\nlatency_ms = 0.1\n"
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_set_rewritten_faster_than_the_link_is_in_the_bound() {
+        // 256 MiB rewritten sequentially at 256 MiB/s over 1 Gbit/s: every
+        // round must resend it all, so the bound is its wire time.
+        let w = workload(
+            "region = [0.0, 0.25]\nrate_pages_per_s = 65536\ndistribution = \"sequential\"\nbytes_per_write = 4096",
+            1000.0,
+        );
+        let bound = downtime_lower_bound_ms(&w, w.link, 0.0);
+        let wire_ms =
+            65536.0 * super::super::policy::raw_wire_bytes_per_page(4096) / 125e6 * 1000.0;
+        assert!((bound - 20.0 - wire_ms).abs() < 1e-6, "{bound}");
+    }
+
+    #[test]
+    fn slow_uniform_writes_leave_only_the_fixed_cost() {
+        // rho = 0.5: rounds shrink to nothing.
+        let w = workload(
+            "region = [0.0, 1.0]\nrate_pages_per_s = 15000\ndistribution = \"uniform\"\nbytes_per_write = 4096",
+            1000.0,
+        );
+        assert_eq!(downtime_lower_bound_ms(&w, w.link, 0.0), 20.0);
+    }
+}

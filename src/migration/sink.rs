@@ -249,7 +249,12 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
                 Encoding::Raw => sent.raw_pages += 1,
                 Encoding::Delta => sent.delta_pages += 1,
             }
-            self.batch.push(pfn, encoding, &self.payload);
+            let payload = if encoding == Encoding::Raw {
+                page
+            } else {
+                &self.payload[..]
+            };
+            self.batch.push(pfn, encoding, payload);
             self.digest.add(pfn, page);
         }
         sent.wire_bytes += self.flush_batch()?;

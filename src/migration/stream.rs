@@ -257,14 +257,16 @@ pub struct PageBatch {
     pub round: u32,
     /// Its pages.
     pub entries: Vec<PageEntry>,
-    /// The record payload the entries point into.
-    pub payload: Vec<u8>,
+    /// Bytes holding the record payload from `payload_start` on.
+    bytes: Vec<u8>,
+    payload_start: usize,
 }
 
 impl PageBatch {
     /// The payload bytes of `entry`.
     pub fn data(&self, entry: &PageEntry) -> &[u8] {
-        &self.payload[entry.offset..entry.offset + entry.len]
+        let at = self.payload_start + entry.offset;
+        &self.bytes[at..at + entry.len]
     }
 }
 
@@ -515,12 +517,34 @@ impl RecordDecoder {
                 kind: kind_raw,
             });
         }
-        let buf = std::mem::take(&mut self.buf);
-        let payload = &buf[self.start + 8..self.start + 8 + len];
-        let record = self.parse(kind, payload);
+        let mut buf = std::mem::take(&mut self.buf);
+        let payload = self.start + 8..self.start + 8 + len;
+        let whole = self.start + 16 + len == buf.len();
+        let record = if kind == RecordType::Pages && whole {
+            // The record is all that is buffered: hand the buffer over
+            // instead of copying a batch of pages.
+            let page_size = self.page_size.ok_or(StreamError::Unexpected {
+                got: kind,
+                when: "before the stream header",
+            })?;
+            let (round, entries) = parse_batch(&buf[payload.clone()], page_size, self.page_count)?;
+            Ok(Record::Pages(PageBatch {
+                round,
+                entries,
+                bytes: std::mem::take(&mut buf),
+                payload_start: payload.start,
+            }))
+        } else {
+            self.parse(kind, &buf[payload])
+        };
+        let consumed = 16 + len;
         self.buf = buf;
         let record = record?;
-        self.start += 16 + len;
+        if self.buf.is_empty() {
+            self.start = 0;
+        } else {
+            self.start += consumed;
+        }
         self.records += 1;
         Ok(Some(record))
     }
@@ -568,7 +592,13 @@ impl RecordDecoder {
                     got: kind,
                     when: "before the stream header",
                 })?;
-                Record::Pages(parse_batch(p, page_size, self.page_count)?)
+                let (round, entries) = parse_batch(p, page_size, self.page_count)?;
+                Record::Pages(PageBatch {
+                    round,
+                    entries,
+                    bytes: p.to_vec(),
+                    payload_start: 0,
+                })
             }
             RecordType::CpuState => Record::CpuState(p.to_vec()),
             RecordType::End | RecordType::Ack => {
@@ -607,7 +637,12 @@ fn le8(bytes: &[u8]) -> [u8; 8] {
     out
 }
 
-fn parse_batch(p: &[u8], page_size: usize, page_count: u64) -> Result<PageBatch, StreamError> {
+/// The round and entries of a `PAGES` payload.
+fn parse_batch(
+    p: &[u8],
+    page_size: usize,
+    page_count: u64,
+) -> Result<(u32, Vec<PageEntry>), StreamError> {
     let malformed = |what: String| StreamError::Malformed {
         kind: RecordType::Pages,
         what,
@@ -672,11 +707,7 @@ fn parse_batch(p: &[u8], page_size: usize, page_count: u64) -> Result<PageBatch,
             p.len() - at
         )));
     }
-    Ok(PageBatch {
-        round,
-        entries,
-        payload: p.to_vec(),
-    })
+    Ok((round, entries))
 }
 
 #[cfg(test)]

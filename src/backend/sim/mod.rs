@@ -490,16 +490,21 @@ impl SimDomain {
 
     /// Generate the content of an unstored page into `out`.
     fn generate(&self, pfn: Pfn, out: &mut [u8]) {
+        let n = u64::from(self.writes[Self::index(pfn)]);
+        let layout = self.layout(pfn);
+        if n > 0 && layout.count == 1 && layout.width == PAGE_SIZE {
+            // A whole-page writer: the last write is all there is.
+            self.write_field(pfn, layout, 0, n, out);
+            return;
+        }
         if mix(self.seed ^ pfn.wrapping_mul(0x2545_f491_4f6c_dd1d)) < self.zero_threshold {
             out.fill(0);
         } else {
             fill_random(out, hash3(self.seed, pfn, 0xba5e));
         }
-        let n = u64::from(self.writes[Self::index(pfn)]);
         if n == 0 {
             return;
         }
-        let layout = self.layout(pfn);
         for field in 0..layout.count {
             if let Some(k) = self.last_write_to_field(pfn, layout, n, field) {
                 self.write_field(pfn, layout, field, k, out);
