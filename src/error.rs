@@ -3,6 +3,7 @@
 //! map every failure to a `perfplus_result` in one place
 //! (`ffi::error::Failure::from`).
 
+use crate::backend::xen::XenError;
 use crate::backend::BackendError;
 
 /// Any perfplus failure.
@@ -11,4 +12,7 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// Talking to the Xen hypervisor or its libraries failed.
+    #[error(transparent)]
+    Xen(#[from] XenError),
 }

@@ -20,6 +20,7 @@
 //! libxenforeignmemory). Each passes the same conformance suite.
 
 mod dirty;
+pub mod xen;
 
 pub use dirty::{DirtyBitmap, PageRange, Ranges};
 
