@@ -13,8 +13,9 @@
 #   PERFPLUS_XEN_CACHE   hypervisor cache (default /var/cache/perfplus-xen)
 #   PERFPLUS_XEN_WORK    work folder (default target/xen-bed)
 #   PPBED_TIMEOUT_S      limit for the whole boot (default 900)
-#   PPBED_GUEST          pv | pvh (default pv)
-#   PPBED_XL_MIGRATIONS  stock xl migrations to measure (default 2)
+#   PPBED_GUESTS         guests to run in turn (default pv,pvh)
+#   PPBED_XL_MIGRATIONS_PV, PPBED_XL_MIGRATIONS_PVH
+#                        stock xl migrations to measure (default 2 and 1)
 # Needs (as root): qemu-system-x86, libxen-dev, cpio, gcc, python3, and for
 # the hypervisor rebuild dpkg-dev, flex, bison and a deb-src entry for
 # bookworm main (tests/xen/add-deb-src.sh).
@@ -57,7 +58,11 @@ t_img=$(date +%s)
 step "boot (serial log: $work/serial.log)"
 xen_args="console=com1 com1=115200,8n1 loglvl=all guest_loglvl=all dom0_mem=768M,max:768M"
 dom0_args="console=hvc0 earlyprintk=xen rdinit=/init loglevel=5"
-dom0_args+=" ppbed.guest=${PPBED_GUEST:-pv} ppbed.xl_migrations=${PPBED_XL_MIGRATIONS:-2}"
+# No commas: QEMU's multiboot -initrd separates modules with them.
+guests=${PPBED_GUESTS:-pv,pvh}
+dom0_args+=" ppbed.guests=${guests//,/:}"
+dom0_args+=" ppbed.xl_migrations_pv=${PPBED_XL_MIGRATIONS_PV:-2}"
+dom0_args+=" ppbed.xl_migrations_pvh=${PPBED_XL_MIGRATIONS_PVH:-1}"
 # TCG with -cpu qemu64: KVM here cannot run Xen, and SMAP emulation under
 # TCG (-cpu max) crashes a PV dom0. -no-reboot: dom0's reboot ends QEMU.
 set +e

@@ -29,7 +29,7 @@ use super::XenError;
 use crate::backend::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};
 
 /// Bytes per page on x86.
-pub const PAGE_SIZE: usize = sys::XC_PAGE_SIZE;
+const PAGE_SIZE: usize = sys::XC_PAGE_SIZE;
 
 /// Pages mapped per foreign-memory call (libxenguest's `MAX_BATCH_SIZE`).
 const MAP_BATCH_PAGES: usize = 1024;
@@ -261,6 +261,27 @@ impl XenDomain {
             return Err(XenError::last_os_error(call, Some(self.domid)));
         }
         Ok(())
+    }
+
+    /// The domain's current scheduler cap in percent of one pCPU (`None`:
+    /// uncapped), as the hypervisor has it.
+    pub fn cpu_cap(&self) -> Result<Option<u16>, XenError> {
+        let credit2 = self.credit2()?;
+        let (_, cap) = self.credit_get(credit2)?;
+        Ok((cap != 0).then_some(cap))
+    }
+
+    /// Whether the domain's cpupool runs credit2 (true) or credit (false).
+    fn credit2(&self) -> Result<bool, XenError> {
+        match self.host.sched_id()? {
+            s if s == sys::XEN_SCHEDULER_CREDIT => Ok(false),
+            s if s == sys::XEN_SCHEDULER_CREDIT2 => Ok(true),
+            s => Err(XenError::Unexpected {
+                call: "xc_sched_id",
+                domid: Some(self.domid),
+                what: format!("scheduler {s}: CPU caps need credit or credit2"),
+            }),
+        }
     }
 
     fn credit_get(&self, credit2: bool) -> Result<(u16, u16), XenError> {
@@ -646,17 +667,10 @@ impl Domain for XenDomain {
         let Some(share) = cap else {
             return self.restore_cap().map_err(|e| backend_error(e, domid));
         };
-        let sched = self.host.sched_id().map_err(|e| backend_error(e, domid))?;
-        let credit2 = match sched {
-            s if s == sys::XEN_SCHEDULER_CREDIT => false,
-            s if s == sys::XEN_SCHEDULER_CREDIT2 => true,
-            _ => {
-                return Err(BackendError::Unsupported {
-                    backend: "xen",
-                    what: "CPU caps with a scheduler other than credit or credit2",
-                })
-            }
-        };
+        let credit2 = self.credit2().map_err(|_| BackendError::Unsupported {
+            backend: "xen",
+            what: "CPU caps with a scheduler other than credit or credit2",
+        })?;
         let (_, current) = self
             .credit_get(credit2)
             .map_err(|e| backend_error(e, domid))?;

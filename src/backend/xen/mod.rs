@@ -21,10 +21,10 @@ mod domain;
 mod error;
 mod hcall;
 mod host;
-pub mod records;
+mod records;
 mod store;
 
-pub use domain::{LogDirtyStats, XenDomain, PAGE_SIZE};
+pub use domain::{LogDirtyStats, XenDomain};
 pub use error::XenError;
 pub use host::{DomainInfo, XenHost};
 pub use libxenctrl_sys::{Libraries, LoadError};

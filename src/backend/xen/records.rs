@@ -16,18 +16,18 @@
 //! stream writer copies it into the stream unchanged.
 
 /// `REC_TYPE_X86_TSC_INFO`: `u32 mode; u32 khz; u64 nsec; u32 incarnation; u32 res`.
-pub const REC_TYPE_X86_TSC_INFO: u32 = 0x0000_0008;
+pub(crate) const REC_TYPE_X86_TSC_INFO: u32 = 0x0000_0008;
 /// `REC_TYPE_HVM_CONTEXT`: the blob of `xc_domain_hvm_getcontext`.
-pub const REC_TYPE_HVM_CONTEXT: u32 = 0x0000_0009;
+pub(crate) const REC_TYPE_HVM_CONTEXT: u32 = 0x0000_0009;
 /// `REC_TYPE_HVM_PARAMS`: `u32 count; u32 res; {u64 index; u64 value}[count]`.
-pub const REC_TYPE_HVM_PARAMS: u32 = 0x0000_000a;
+pub(crate) const REC_TYPE_HVM_PARAMS: u32 = 0x0000_000a;
 
 /// The largest body the stock restore accepts (`REC_LENGTH_MAX`, 128 MiB).
-pub const REC_LENGTH_MAX: usize = 128 << 20;
+pub(crate) const REC_LENGTH_MAX: usize = 128 << 20;
 
 /// Append one record (header, body, zero padding to 8 bytes) to `out`;
 /// `None` (and nothing appended) if the body is over [`REC_LENGTH_MAX`].
-pub fn write_record(out: &mut Vec<u8>, rtype: u32, body: &[u8]) -> Option<()> {
+pub(crate) fn write_record(out: &mut Vec<u8>, rtype: u32, body: &[u8]) -> Option<()> {
     if body.len() > REC_LENGTH_MAX {
         return None;
     }

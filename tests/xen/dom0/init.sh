@@ -4,7 +4,8 @@
 #   PPBED <what> key=value ...
 # on the console (the serial log), which run.sh turns into JSON. Ends with
 # `PPBED done` and a reboot (QEMU runs with -no-reboot, so it exits).
-# Knobs on the dom0 command line: ppbed.guest=pv|pvh, ppbed.xl_migrations=N.
+# Knobs on the dom0 command line: ppbed.guests=pv:pvh (which guests, in
+# turn), ppbed.xl_migrations_pv=N, ppbed.xl_migrations_pvh=N.
 export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/bin
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu
 mount -t proc proc /proc
@@ -16,12 +17,14 @@ mount -t tmpfs tmpfs /run
 mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xenstored /tmp
 exec </dev/console >/dev/console 2>&1
 
-GUEST=pv
-XL_MIGRATIONS=2
+GUESTS=pv,pvh
+XL_MIGRATIONS_PV=2
+XL_MIGRATIONS_PVH=1
 for w in $(cat /proc/cmdline); do
     case "$w" in
-    ppbed.guest=*) GUEST=${w#*=} ;;
-    ppbed.xl_migrations=*) XL_MIGRATIONS=${w#*=} ;;
+    ppbed.guests=*) GUESTS=${w#*=} ;;
+    ppbed.xl_migrations_pv=*) XL_MIGRATIONS_PV=${w#*=} ;;
+    ppbed.xl_migrations_pvh=*) XL_MIGRATIONS_PVH=${w#*=} ;;
     esac
 done
 GUEST_PAGES=8192 # ppguest.mib=32 in the guest config
@@ -112,76 +115,104 @@ xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/c
     finish "no-xenconsoled"
 say "toolstack up $(xl info | awk '/^xen_version/ {print "xen=" $3} /^virt_caps/ {c = $3; for (i = 4; i <= NF; i++) c = c "," $i; print "caps=" c}' | tr '\n' ' ')"
 
-log "creating the $GUEST guest"
-xl create "/root/ppguest-$GUEST.cfg" || finish "xl-create-failed"
-first=$(wait_status_after 0 300) || finish "guest-silent"
-say "guest running type=$GUEST domid=$(xl domid ppguest) $first"
+# One guest of type $GUEST from creation to the end of its checks; returns
+# non-zero when the guest cannot go on.
+run_guest() {
+    log "creating the $GUEST guest"
+    rm -f /var/log/xen/console/guest-*.log
+    xl create "/root/ppguest-$GUEST.cfg" || { say "guest type=$GUEST created=0"; return 1; }
+    first=$(wait_status_after 0 300) || { say "guest type=$GUEST created=1 running=0"; return 1; }
+    say "guest running type=$GUEST domid=$(xl domid ppguest) $first"
 
-# ---- log-dirty through perfplus's Xen backend ----
-before=$(last_status)
-if xen_logdirty --domain ppguest --rounds 5 --interval-ms 1000 >/tmp/logdirty.txt 2>&1; then
-    cat /tmp/logdirty.txt
-    after=$(wait_status_after "$(field "$(last_status)" t_ms)" 30)
-    # The guest's own rate over the status lines inside the window.
-    grate=$(status_lines | awk -v a="$(field "$before" t_ms)" -v b="$(field "$after" t_ms)" '
-        { split($2, t, "="); split($4, r, "=")
-          if (t[2] + 0 > a + 1000 && t[2] + 0 < b) { s += r[2]; n++ } }
-        END { if (n) printf "%d", s / n; else print 0 }')
-    json=$(sed -n 's/^PPXEN-LOGDIRTY-JSON //p' /tmp/logdirty.txt)
-    hrate=$(echo "$json" | sed -n 's/.*"pages_per_s":\([0-9]*\).*/\1/p')
-    rounds=$(echo "$json" | sed -n 's/.*"rounds":\[\([0-9,]*\)\].*/\1/p')
-    say "logdirty ran=1 guest_pages_per_s=$grate harvested_pages_per_s=$hrate rounds=$rounds"
-else
-    cat /tmp/logdirty.txt
-    say "logdirty ran=0"
-fi
-
-# ---- stock xl migrate, measured ----
-m=1
-while [ "$m" -le "$XL_MIGRATIONS" ]; do
+    # ---- log-dirty through perfplus's Xen backend ----
     before=$(last_status)
-    log "xl migrate $m"
-    u0=$(uptime_ms)
-    # xl -s "" runs its host argument as the transport command; countpipe
-    # counts the bytes on the wire on the way to the stock receiver.
-    rm -f /tmp/xl-wire.txt
-    xl migrate -s "" ppguest "countpipe /tmp/xl-wire.txt | xl migrate-receive" >/tmp/xl-migrate.txt 2>&1
-    rc=$?
-    u1=$(uptime_ms)
-    i=0
-    while [ ! -s /tmp/xl-wire.txt ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
-    bytes=$(cat /tmp/xl-wire.txt 2>/dev/null)
-    if [ $rc -ne 0 ]; then
-        cat /tmp/xl-migrate.txt
-        say "migration tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0}"
-        finish "xl-migrate-failed"
-    fi
-    if seen=$(after_migration "$before"); then
-        set -- $seen
-        say "migration tool=xl n=$m ok=1 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} guest_downtime_ms=$1 corrupt_pages=$2 domid=$(xl domid ppguest)"
+    if xen_logdirty --domain ppguest --rounds 5 --interval-ms 1000 >/tmp/logdirty.txt 2>&1; then
+        cat /tmp/logdirty.txt
+        after=$(wait_status_after "$(field "$(last_status)" t_ms)" 30)
+        # The guest's own rate over the status lines inside the window.
+        grate=$(status_lines | awk -v a="$(field "$before" t_ms)" -v b="$(field "$after" t_ms)" '
+            { split($2, t, "="); split($4, r, "=")
+              if (t[2] + 0 > a + 1000 && t[2] + 0 < b) { s += r[2]; n++ } }
+            END { if (n) printf "%d", s / n; else print 0 }')
+        json=$(sed -n 's/^PPXEN-LOGDIRTY-JSON //p' /tmp/logdirty.txt)
+        hrate=$(echo "$json" | sed -n 's/.*"pages_per_s":\([0-9]*\).*/\1/p')
+        rounds=$(echo "$json" | sed -n 's/.*"rounds":\[\([0-9,]*\)\].*/\1/p')
+        say "logdirty guest=$GUEST ran=1 guest_pages_per_s=$grate harvested_pages_per_s=$hrate rounds=$rounds"
     else
-        say "migration tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} reason=guest-stopped"
-        finish "guest-stopped-after-xl-migrate"
+        cat /tmp/logdirty.txt
+        say "logdirty guest=$GUEST ran=0"
     fi
-    m=$((m + 1))
+
+    # ---- pause, cap, state and (HVM/PVH) page reads, each undone ----
+    read_all=
+    [ "$GUEST" = pv ] || read_all=--read-all
+    if xen_logdirty --domain ppguest --rounds 0 $read_all --check-control >/tmp/control.txt 2>&1; then
+        cat /tmp/control.txt
+        say "control guest=$GUEST ran=1 guest_pages_per_s=${grate:-0} $(sed -n 's/^PPXEN-CONTROL //p; s/^PPXEN-LOGDIRTY read //p' /tmp/control.txt | tr '\n' ' ')"
+    else
+        cat /tmp/control.txt
+        say "control guest=$GUEST ran=0"
+    fi
+
+    # ---- stock xl migrate, measured ----
+    m=1
+    while [ "$m" -le "$xl_migrations" ]; do
+        before=$(last_status)
+        log "xl migrate $m"
+        u0=$(uptime_ms)
+        # xl -s "" runs its host argument as the transport command; countpipe
+        # counts the bytes on the wire on the way to the stock receiver.
+        rm -f /tmp/xl-wire.txt
+        xl migrate -s "" ppguest "countpipe /tmp/xl-wire.txt | xl migrate-receive" >/tmp/xl-migrate.txt 2>&1
+        rc=$?
+        u1=$(uptime_ms)
+        i=0
+        while [ ! -s /tmp/xl-wire.txt ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
+        bytes=$(cat /tmp/xl-wire.txt 2>/dev/null)
+        if [ $rc -ne 0 ]; then
+            cat /tmp/xl-migrate.txt
+            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0}"
+            return 1
+        fi
+        if seen=$(after_migration "$before"); then
+            set -- $seen
+            say "migration guest=$GUEST tool=xl n=$m ok=1 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} guest_downtime_ms=$1 corrupt_pages=$2 domid=$(xl domid ppguest)"
+        else
+            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} reason=guest-stopped"
+            return 1
+        fi
+        m=$((m + 1))
+    done
+
+    # ---- a destination that dies mid-stream ----
+    # It answers the handshake, takes 16 MiB of the stream and exits: the
+    # sender must fail and the guest go on running at the source.
+    [ "$GUEST" = pv ] || return 0
+    before=$(last_status)
+    domid=$(xl domid ppguest)
+    log "xl migrate to a destination that dies mid-stream"
+    xl migrate -s "" ppguest \
+        "echo 'xl migration receiver ready, send binary domain data.'; head -c 16777216 >/dev/null" \
+        >/tmp/xl-abort.txt 2>&1
+    rc=$?
+    tail -n 5 /tmp/xl-abort.txt
+    if [ $rc -ne 0 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then
+        set -- $seen
+        say "abort guest=$GUEST tool=xl guest_running=1 rc=$rc guest_downtime_ms=$1 corrupt_pages=$2"
+    else
+        say "abort guest=$GUEST tool=xl guest_running=0 rc=$rc"
+    fi
+}
+
+failed=
+for GUEST in $(echo "$GUESTS" | tr ',:' '  '); do
+    case "$GUEST" in
+    pv) xl_migrations=$XL_MIGRATIONS_PV ;;
+    *) xl_migrations=$XL_MIGRATIONS_PVH ;;
+    esac
+    run_guest || failed="$failed $GUEST"
+    xl destroy ppguest 2>/dev/null
+    sleep 1
 done
-
-# ---- a destination that dies mid-stream ----
-# It answers the handshake, takes 16 MiB of the stream and exits: the
-# sender must fail and the guest go on running at the source.
-before=$(last_status)
-domid=$(xl domid ppguest)
-log "xl migrate to a destination that dies mid-stream"
-xl migrate -s "" ppguest \
-    "echo 'xl migration receiver ready, send binary domain data.'; head -c 16777216 >/dev/null" \
-    >/tmp/xl-abort.txt 2>&1
-rc=$?
-tail -n 5 /tmp/xl-abort.txt
-if [ $rc -ne 0 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then
-    set -- $seen
-    say "abort tool=xl guest_running=1 rc=$rc guest_downtime_ms=$1 corrupt_pages=$2"
-else
-    say "abort tool=xl guest_running=0 rc=$rc"
-fi
-
+[ -z "$failed" ] || finish "failed:$(echo $failed | tr ' ' ',')"
 finish ok
