@@ -13,11 +13,14 @@ import re
 import statistics
 import sys
 
-# Harvested / guest-reported dirty rate must fall in this band. Below 1
-# means missed writes (a log-dirty bug); above, the guest kernel's own
-# writes and the console add a few pages, not a third more.
-LOGDIRTY_RATIO_MIN = 0.9
-LOGDIRTY_RATIO_MAX = 1.3
+# Harvested / guest-reported dirty rate must fall in this band. The two
+# rates cover windows that differ by up to a second at each end (no shared
+# clock), and under a loaded host (TCG) the guest's rate swings 2x from one
+# second to the next, hence the width. What it catches: missed harvests
+# (far below 1), whole-bitmap or stale answers (far above). The guest
+# kernel's own writes add a few per cent (measured 1.03-1.10).
+LOGDIRTY_RATIO_MIN = 0.8
+LOGDIRTY_RATIO_MAX = 1.35
 
 
 def fields(text):
@@ -43,8 +46,10 @@ def check_control(f):
     # Paused, only Xen's own event-channel writes may show.
     if f.get("paused_dirty_pages", 1 << 30) > max(64, rate // 50):
         failed.append("pages dirtied while paused")
-    if f.get("resumed_dirty_pages", 0) < 0.8 * rate:
-        failed.append("guest did not run at its rate after resume")
+    # Running again: a paused guest shows ~0; a loaded host may halve the
+    # guest's rate for a second, so only a quarter of it is asked for.
+    if f.get("resumed_dirty_pages", 0) < max(100, rate // 4):
+        failed.append("guest did not run again after resume")
     before = f.get("cap_before", -1)
     expected = 50 if before == 0 else max(1, before // 2)
     if f.get("cap_set") != expected:
@@ -99,8 +104,9 @@ def main():
             g, h = f.get("guest_pages_per_s", 0), f.get("harvested_pages_per_s", 0)
             ratio = h / g if g else 0.0
             rounds = [int(x) for x in str(f.get("rounds", "")).split(",") if x]
+            # No round may look like "every page" either.
             ok = f.get("ran") == 1 and g > 0 and bool(rounds) and all(rounds) and (
-                LOGDIRTY_RATIO_MIN <= ratio <= LOGDIRTY_RATIO_MAX)
+                LOGDIRTY_RATIO_MIN <= ratio <= LOGDIRTY_RATIO_MAX) and max(rounds) < 3 * g + 500
             logdirty[f.get("guest")] = {
                 "ok": ok,
                 "guest_pages_per_s": g,
