@@ -71,10 +71,10 @@ pub fn encode(message: &Message, framing: Framing, keys: &Keyring) -> Result<Vec
         return Err(Hb3Error::AuthFieldPresent);
     }
     message.validate()?;
-    if message.fields().len() >= MAX_FIELDS {
+    let inner = classic_form(message).map(|classic| keys.sign(&classic));
+    if message.fields().len() + usize::from(inner.is_some()) > MAX_FIELDS {
         return Err(Hb3Error::TooManyFields { max: MAX_FIELDS });
     }
-    let inner = classic_form(message).map(|classic| keys.sign(&classic));
     let out = match framing {
         Framing::Netstring => {
             let mut body = NETSTRING_START.to_vec();
