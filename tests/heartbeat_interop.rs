@@ -47,7 +47,7 @@ impl MemberProcess {
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
+                sink.lock().expect("lines lock").push(line);
             }
         });
         Self { child, lines }
@@ -56,12 +56,18 @@ impl MemberProcess {
     fn wait_for_line(&self, what: &str, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
+            if let Some(l) = self
+                .lines
+                .lock()
+                .expect("lines lock")
+                .iter()
+                .find(|l| pred(l))
+            {
                 return l.clone();
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let lines = self.lines.lock().unwrap();
+        let lines = self.lines.lock().expect("lines lock");
         panic!(
             "hb3_member printed no {what} within {timeout:?}; last lines:\n{}",
             lines[lines.len().saturating_sub(20)..].join("\n")
@@ -91,7 +97,8 @@ fn forged_status(dir: &std::path::Path, src: &str) -> PathBuf {
         .with_str("ts", "1");
     let wrong = Keyring::single(AuthKey::new(1, AuthMethod::Sha1, "not the cluster key"));
     let path = dir.join(format!("forged-{src}.bin"));
-    std::fs::write(&path, encode(&m, Framing::Netstring, &wrong).unwrap()).unwrap();
+    let packet = encode(&m, Framing::Netstring, &wrong).expect("encode");
+    std::fs::write(&path, packet).expect("write forged packet");
     path
 }
 
