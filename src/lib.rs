@@ -19,6 +19,7 @@ pub mod backend;
 mod error;
 pub mod ffi;
 pub mod heartbeat;
+pub mod medium;
 pub mod wire;
 
 pub use error::Error;
