@@ -18,8 +18,11 @@
 pub mod backend;
 mod error;
 pub mod ffi;
+/// cbindgen:ignore
 pub mod heartbeat;
+/// cbindgen:ignore
 pub mod medium;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use error::Error;

@@ -70,8 +70,16 @@ fn mac(key: &[u8]) -> Hmac<Sha256> {
 
 /// Encode one frame. The caller checks `sender` (1..=64 bytes) and the
 /// payload size ([`MAX_PAYLOAD_BYTES`]); violations give `None`.
-pub fn encode(key: &[u8], sender: &str, incarnation: u64, seq: u64, payload: &[u8]) -> Option<Vec<u8>> {
-    let name_len = u8::try_from(sender.len()).ok().filter(|n| (1..=64).contains(n))?;
+pub fn encode(
+    key: &[u8],
+    sender: &str,
+    incarnation: u64,
+    seq: u64,
+    payload: &[u8],
+) -> Option<Vec<u8>> {
+    let name_len = u8::try_from(sender.len())
+        .ok()
+        .filter(|n| (1..=64).contains(n))?;
     if payload.len() > MAX_PAYLOAD_BYTES {
         return None;
     }
@@ -123,7 +131,9 @@ pub fn decode<'a>(key: &[u8], datagram: &'a [u8]) -> Result<Frame<'a>, FrameErro
     let payload_len = usize::try_from(u32::from_be_bytes(len))
         .map_err(|_| FrameError::Malformed("payload length"))?;
     if datagram.len() != fixed_end + payload_len + TAG_BYTES {
-        return Err(FrameError::Malformed("length does not match the payload length field"));
+        return Err(FrameError::Malformed(
+            "length does not match the payload length field",
+        ));
     }
     let signed_end = fixed_end + payload_len;
     let mut m = mac(key);
@@ -169,7 +179,10 @@ mod tests {
     #[test]
     fn wrong_key_and_any_flipped_bit_fail() {
         let f = encode(KEY, "nodea", 1, 1, b"payload").unwrap();
-        assert_eq!(decode(b"another key of 16+ bytes", &f), Err(FrameError::Authentication));
+        assert_eq!(
+            decode(b"another key of 16+ bytes", &f),
+            Err(FrameError::Authentication)
+        );
         for i in 0..f.len() {
             for bit in 0..8 {
                 let mut g = f.clone();
@@ -187,7 +200,10 @@ mod tests {
         }
         let mut longer = f.clone();
         longer.push(0);
-        assert!(matches!(decode(KEY, &longer), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode(KEY, &longer),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]

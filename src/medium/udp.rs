@@ -23,7 +23,8 @@ pub struct MediumConfig {
     pub key: Option<Vec<u8>>,
     /// Local UDP port (all links); [`DEFAULT_PORT`] if unset.
     pub port: Option<u16>,
-    /// One peer address per link (`10.0.1.2:7940`).
+    /// One peer address per link (`10.0.1.2:7940`); port 0 means the local
+    /// port (every node on the same port).
     pub links: Vec<SocketAddr>,
     /// A link is down after this long without an authentic frame.
     pub link_timeout_ms: Option<u64>,
@@ -136,10 +137,19 @@ impl UdpMedium {
         if config.links.is_empty() {
             return Err(MediumError::Config("no link configured".into()));
         }
-        let addr = SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::UNSPECIFIED,
-            config.port.unwrap_or(DEFAULT_PORT),
-        ));
+        let port = config.port.unwrap_or(DEFAULT_PORT);
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
+        let links: Vec<SocketAddr> = config
+            .links
+            .iter()
+            .map(|l| {
+                let mut l = *l;
+                if l.port() == 0 {
+                    l.set_port(port);
+                }
+                l
+            })
+            .collect();
         let socket = UdpSocket::bind(addr).map_err(|source| MediumError::Bind { addr, source })?;
         let timeout = config.link_timeout_ms.unwrap_or(DEFAULT_LINK_TIMEOUT_MS);
         // Wall-clock nanoseconds: grows across restarts of the process (as
@@ -151,8 +161,8 @@ impl UdpMedium {
             socket,
             node,
             key,
-            health: vec![LinkHealth::new(timeout); config.links.len()],
-            links: config.links.clone(),
+            health: vec![LinkHealth::new(timeout); links.len()],
+            links,
             incarnation,
             next_seq: 1,
             dedup: Dedup::new(),
@@ -220,7 +230,11 @@ impl UdpMedium {
     /// Wait up to `timeout` for the next fresh payload and copy it into
     /// `out`; `Ok(None)` on timeout. Duplicates, replays, forgeries and
     /// strangers are counted and skipped.
-    pub fn recv(&mut self, out: &mut [u8], timeout: Duration) -> Result<Option<usize>, MediumError> {
+    pub fn recv(
+        &mut self,
+        out: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<usize>, MediumError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -362,7 +376,10 @@ mod tests {
     #[test]
     fn incomplete_configuration_is_refused_with_the_reason() {
         let err = UdpMedium::open(&MediumConfig::default()).unwrap_err();
-        assert_eq!(err.to_string(), "invalid medium configuration: no node name set");
+        assert_eq!(
+            err.to_string(),
+            "invalid medium configuration: no node name set"
+        );
         let err = UdpMedium::open(&MediumConfig {
             node: Some("a".into()),
             key: Some(b"short".to_vec()),
