@@ -71,6 +71,9 @@ enum perfplus_result
     PERFPLUS_RESULT_CONNECTION_LOST = 202,
     // An address could not be parsed, resolved or bound.
     PERFPLUS_RESULT_ADDRESS = 203,
+    // A blocking call was interrupted by a signal before it had a result;
+    // nothing was lost: handle the signal and call again.
+    PERFPLUS_RESULT_INTERRUPTED = 204,
     // No hypervisor on this host (e.g. cannot open /dev/xen/privcmd).
     PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE = 300,
     // A hypervisor library could not be loaded; the message names the package.
@@ -244,8 +247,9 @@ perfplus_result perfplus_medium_send(perfplus_medium *medium, const uint8_t *buf
 
 // Wait up to `timeout_ms` for the next payload (blocking, in this thread)
 // and copy it to `buf`; `*out_len` gets its length. Returns
-// `PERFPLUS_RESULT_TIMEOUT` if none came, `PERFPLUS_RESULT_BUFFER_TOO_SMALL`
-// if it did not fit `capacity` (it is dropped). Duplicates, replays,
+// `PERFPLUS_RESULT_TIMEOUT` if none came, `PERFPLUS_RESULT_INTERRUPTED` if
+// a signal came first, `PERFPLUS_RESULT_BUFFER_TOO_SMALL` if it did not fit
+// `capacity` (it is dropped). Duplicates, replays,
 // forgeries and strangers are counted and skipped, never returned.
 //
 // # Safety

@@ -60,6 +60,7 @@ impl From<crate::Error> for Failure {
                     M::Bind { .. } => R::PERFPLUS_RESULT_ADDRESS,
                     M::PayloadTooLarge { .. } => R::PERFPLUS_RESULT_INVALID_ARGUMENT,
                     M::SendFailed { .. } | M::Receive(_) => R::PERFPLUS_RESULT_IO,
+                    M::Interrupted => R::PERFPLUS_RESULT_INTERRUPTED,
                     M::BufferTooSmall { .. } => R::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
                 }
             }

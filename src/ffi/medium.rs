@@ -326,8 +326,9 @@ pub unsafe extern "C" fn perfplus_medium_send(
 
 /// Wait up to `timeout_ms` for the next payload (blocking, in this thread)
 /// and copy it to `buf`; `*out_len` gets its length. Returns
-/// `PERFPLUS_RESULT_TIMEOUT` if none came, `PERFPLUS_RESULT_BUFFER_TOO_SMALL`
-/// if it did not fit `capacity` (it is dropped). Duplicates, replays,
+/// `PERFPLUS_RESULT_TIMEOUT` if none came, `PERFPLUS_RESULT_INTERRUPTED` if
+/// a signal came first, `PERFPLUS_RESULT_BUFFER_TOO_SMALL` if it did not fit
+/// `capacity` (it is dropped). Duplicates, replays,
 /// forgeries and strangers are counted and skipped, never returned.
 ///
 /// # Safety

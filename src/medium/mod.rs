@@ -69,6 +69,9 @@ pub enum MediumError {
         #[source]
         source: std::io::Error,
     },
+    /// A signal interrupted the wait; nothing was received or lost.
+    #[error("interrupted by a signal while waiting for a frame")]
+    Interrupted,
     /// Receiving failed for a reason other than a timeout.
     #[error("receive failed: {0}")]
     Receive(#[source] std::io::Error),

@@ -228,7 +228,8 @@ impl UdpMedium {
     }
 
     /// Wait up to `timeout` for the next fresh payload and copy it into
-    /// `out`; `Ok(None)` on timeout. Duplicates, replays, forgeries and
+    /// `out`; `Ok(None)` on timeout, [`MediumError::Interrupted`] when a
+    /// signal arrives first. Duplicates, replays, forgeries and
     /// strangers are counted and skipped.
     pub fn recv(
         &mut self,
@@ -249,12 +250,15 @@ impl UdpMedium {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock
-                            | std::io::ErrorKind::TimedOut
-                            | std::io::ErrorKind::Interrupted
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
                     continue
+                }
+                // Let the caller handle the signal (Heartbeat's read child
+                // processes its pending signals between reads).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    return Err(MediumError::Interrupted)
                 }
                 Err(e) => return Err(MediumError::Receive(e)),
             };

@@ -88,6 +88,17 @@ pub struct Node {
 impl Node {
     /// Write the node's files under `dir` and start Heartbeat in `ns`.
     pub fn start(ns: &Netns, dir: &Path, config: &NodeConfig) -> Self {
+        Self::start_with(ns, dir, config, |_| {})
+    }
+
+    /// As [`Node::start`], running `prepare` on the node's files (e.g. to add
+    /// a key file to its `/etc/ha.d`) just before Heartbeat starts.
+    pub fn start_with(
+        ns: &Netns,
+        dir: &Path,
+        config: &NodeConfig,
+        prepare: impl FnOnce(&Node),
+    ) -> Self {
         let _ = std::fs::remove_dir_all(dir);
         let etc = dir.join("etc-ha.d");
         let varlib = dir.join("varlib");
@@ -161,6 +172,13 @@ impl Node {
             etc = etc.display(),
             varlib = varlib.display(),
         );
+        let mut node = Self {
+            name: config.name.to_lowercase(),
+            dir: dir.to_path_buf(),
+            ns_name: ns.name.clone(),
+            child: None,
+        };
+        prepare(&node);
         let stdout = std::fs::File::create(log.join("stdout")).expect("stdout log");
         let stderr = stdout.try_clone().expect("clone log fd");
         let child = ns
@@ -179,12 +197,8 @@ impl Node {
             .stderr(stderr)
             .spawn()
             .expect("start heartbeat");
-        Self {
-            name: config.name.to_lowercase(),
-            dir: dir.to_path_buf(),
-            ns_name: ns.name.clone(),
-            child: Some(child),
-        }
+        node.child = Some(child);
+        node
     }
 
     /// The PID of a Heartbeat process of this node (the master if it is
@@ -281,4 +295,70 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Compile the perfplus HBcomm plugin (`examples/heartbeat/plugin/perfplus.c`)
+/// against Heartbeat's headers and the `libperfplus.so` cargo test built.
+pub fn build_plugin() -> PathBuf {
+    let lib_dir = super::profile_dir().join("deps");
+    let out = super::scratch_dir("hbcomm-plugin").join("perfplus.so");
+    let glib = Command::new("pkg-config")
+        .args(["--cflags", "glib-2.0"])
+        .output()
+        .expect("pkg-config (apt-get install pkg-config libglib2.0-dev)");
+    assert!(glib.status.success(), "pkg-config --cflags glib-2.0 failed");
+    let glib = String::from_utf8_lossy(&glib.stdout).into_owned();
+    let cc = Command::new("gcc")
+        .args([
+            "-std=gnu11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-O1",
+            "-shared",
+            "-fPIC",
+        ])
+        .args(glib.split_whitespace())
+        .arg("-I/usr/include/heartbeat")
+        .arg("-I")
+        .arg(super::repo_root().join("include"))
+        .arg(super::repo_root().join("examples/heartbeat/plugin/perfplus.c"))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .arg("-lperfplus")
+        .output()
+        .expect("run gcc");
+    assert!(
+        cc.status.success(),
+        "building the HBcomm plugin failed:\n{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    out
+}
+
+/// Whether the plugin can be built here (Heartbeat's development headers).
+pub fn plugin_unavailable() -> Option<String> {
+    if let Some(why) = unavailable() {
+        return Some(why);
+    }
+    for header in [
+        "/usr/include/heartbeat/HBcomm.h",
+        "/usr/include/pils/plugin.h",
+        "/usr/include/heartbeat/ha_msg.h",
+        "/usr/include/stonith/stonith.h",
+    ] {
+        if !Path::new(header).exists() {
+            return Some(format!(
+                "{header} is missing (apt-get install libheartbeat2-dev libpils2-dev cluster-glue-dev libglib2.0-dev)"
+            ));
+        }
+    }
+    if !super::have_program("pkg-config") || !super::have_program("gcc") {
+        return Some("gcc and pkg-config are needed".into());
+    }
+    None
 }
