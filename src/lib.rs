@@ -18,6 +18,7 @@
 pub mod backend;
 mod error;
 pub mod ffi;
+pub mod orchestrator;
 
 pub use error::Error;
 
