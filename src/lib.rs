@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backend;
+pub mod driver;
 mod error;
 pub mod ffi;
 pub mod orchestrator;
