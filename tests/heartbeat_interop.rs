@@ -179,6 +179,17 @@ fn perfplus_member_and_real_heartbeat_see_each_other_and_detect_each_others_deat
     );
     assert!(line.contains("total=1"), "{line}");
     assert_eq!(nodea.node_status("nodeb").as_deref(), Some("active"));
+    // Everything the real node sent decoded and verified: the only drop is
+    // the forgery.
+    let drops: Vec<String> = member
+        .lines
+        .lock()
+        .expect("lines lock")
+        .iter()
+        .filter(|l| l.starts_with("dropped"))
+        .cloned()
+        .collect();
+    assert_eq!(drops.len(), 1, "{drops:?}");
 
     // Killing the perfplus node is detected by Heartbeat.
     member.kill();

@@ -27,6 +27,8 @@
 //!   shutdone st=dead                   ->  "Received shutdown notice"
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod identity;
 mod member;
 #[cfg(test)]

@@ -21,6 +21,8 @@
 //! process that opens it may fork, and one child send while another receives
 //! (Heartbeat's write and read children).
 
+#![forbid(unsafe_code)]
+
 pub mod dedup;
 pub mod frame;
 pub mod health;

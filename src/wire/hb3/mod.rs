@@ -40,6 +40,8 @@
 //! [`Keyring`], checks framing, bounds and authentication, and returns a
 //! [`Message`]; [`encode`] does the reverse and adds both HMACs.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 mod codec;
 mod message;
