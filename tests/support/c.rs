@@ -49,6 +49,9 @@ pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
         Linkage::Shared => {
             cc.arg("-L")
                 .arg(&lib_dir)
+                // DT_RPATH, not DT_RUNPATH: cargo test sets LD_LIBRARY_PATH to
+                // target/<profile>, where a stale copy from `cargo build` may sit.
+                .arg("-Wl,--disable-new-dtags")
                 .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
                 .arg("-lperfplus");
         }
