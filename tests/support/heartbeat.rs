@@ -300,7 +300,6 @@ impl Drop for Node {
 /// Compile the perfplus HBcomm plugin (`examples/heartbeat/plugin/perfplus.c`)
 /// against Heartbeat's headers and the `libperfplus.so` cargo test built.
 pub fn build_plugin() -> PathBuf {
-    let lib_dir = super::profile_dir().join("deps");
     let out = super::scratch_dir("hbcomm-plugin").join("perfplus.so");
     let glib = Command::new("pkg-config")
         .args(["--cflags", "glib-2.0"])
@@ -326,10 +325,7 @@ pub fn build_plugin() -> PathBuf {
         .arg(super::repo_root().join("examples/heartbeat/plugin/perfplus.c"))
         .arg("-o")
         .arg(&out)
-        .arg("-L")
-        .arg(&lib_dir)
-        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-        .arg("-lperfplus")
+        .args(super::c::shared_link_args())
         .output()
         .expect("run gcc");
     assert!(
