@@ -5,6 +5,7 @@
 
 use crate::backend::xen::XenError;
 use crate::backend::BackendError;
+use crate::medium::MediumError;
 
 /// Any perfplus failure.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,9 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The redundant authenticated medium failed.
+    #[error(transparent)]
+    Medium(#[from] MediumError),
     /// Talking to the Xen hypervisor or its libraries failed.
     #[error(transparent)]
     Xen(#[from] XenError),

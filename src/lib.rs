@@ -16,8 +16,17 @@
 //! ```
 
 pub mod backend;
+/// cbindgen:ignore
+pub mod driver;
 mod error;
 pub mod ffi;
+/// cbindgen:ignore
+pub mod heartbeat;
+/// cbindgen:ignore
+pub mod medium;
+pub mod orchestrator;
+/// cbindgen:ignore
+pub mod wire;
 
 pub use error::Error;
 
