@@ -12,10 +12,10 @@
 # Environment:
 #   PERFPLUS_XEN_CACHE   hypervisor cache (default /var/cache/perfplus-xen)
 #   PERFPLUS_XEN_WORK    work folder (default target/xen-bed)
-#   PPBED_TIMEOUT_S      limit for the whole boot (default 900)
+#   PPBED_TIMEOUT_S      limit for the whole boot (default 1200)
 #   PPBED_GUESTS         guests to run in turn (default pv,pvh)
 #   PPBED_XL_MIGRATIONS_PV, PPBED_XL_MIGRATIONS_PVH
-#                        stock xl migrations to measure (default 2 and 1)
+#                        stock xl migrations to measure (default 1 and 1)
 # Needs (as root): qemu-system-x86, libxen-dev, cpio, gcc, python3, and for
 # the hypervisor rebuild dpkg-dev, flex, bison and a deb-src entry for
 # bookworm main (tests/xen/add-deb-src.sh).
@@ -61,12 +61,12 @@ dom0_args="console=hvc0 earlyprintk=xen rdinit=/init loglevel=5"
 # No commas: QEMU's multiboot -initrd separates modules with them.
 guests=${PPBED_GUESTS:-pv,pvh}
 dom0_args+=" ppbed.guests=${guests//,/:}"
-dom0_args+=" ppbed.xl_migrations_pv=${PPBED_XL_MIGRATIONS_PV:-2}"
+dom0_args+=" ppbed.xl_migrations_pv=${PPBED_XL_MIGRATIONS_PV:-1}"
 dom0_args+=" ppbed.xl_migrations_pvh=${PPBED_XL_MIGRATIONS_PVH:-1}"
 # TCG with -cpu qemu64: KVM here cannot run Xen, and SMAP emulation under
 # TCG (-cpu max) crashes a PV dom0. -no-reboot: dom0's reboot ends QEMU.
 set +e
-(cd "$work/out" && timeout --kill-after=10 "${PPBED_TIMEOUT_S:-900}" qemu-system-x86_64 \
+(cd "$work/out" && timeout --kill-after=10 "${PPBED_TIMEOUT_S:-1200}" qemu-system-x86_64 \
     -machine pc -accel tcg,thread=multi -cpu qemu64 -m 2048 -smp 2 \
     -nographic -monitor none -serial stdio -no-reboot -nic none \
     -kernel xen -append "$xen_args" \

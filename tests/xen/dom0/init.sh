@@ -18,7 +18,7 @@ mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xens
 exec </dev/console >/dev/console 2>&1
 
 GUESTS=pv,pvh
-XL_MIGRATIONS_PV=2
+XL_MIGRATIONS_PV=1
 XL_MIGRATIONS_PVH=1
 for w in $(cat /proc/cmdline); do
     case "$w" in
