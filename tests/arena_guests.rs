@@ -159,7 +159,7 @@ fn muncher_guest_moves_to_a_new_process_and_resumes_from_the_same_state() {
 #[test]
 fn idle_guest_moves_to_a_new_process_and_resumes_from_the_same_state() {
     if tracking_available("idle_guest_moves_to_a_new_process_and_resumes_from_the_same_state") {
-        move_and_resume(WorkloadKind::Idle, 0, "ticks");
+        move_and_resume(WorkloadKind::Idle, 100, "ticks");
     }
 }
 
@@ -356,4 +356,39 @@ fn a_guest_that_died_is_reported_gone() {
     let err = guest.read_pages(&[0], &mut buf).unwrap_err();
     assert!(matches!(err, BackendError::Gone { .. }), "{err}");
     assert!(guest.pause().is_err());
+}
+
+#[test]
+fn another_process_reports_exactly_the_pages_its_guest_wrote() {
+    if !tracking_available("another_process_reports_exactly_the_pages_its_guest_wrote") {
+        return;
+    }
+    let mut spec = GuestSpec::new(WorkloadKind::Idle, 4096);
+    spec.rate_per_s = 0; // quiet: writes only when told
+    let mut guest = spawn(&spec);
+    guest.enable_dirty_log().unwrap();
+    let mut dirty = DirtyBitmap::new(spec.pages);
+    guest.harvest_dirty(&mut dirty).unwrap();
+    assert!(
+        dirty.is_empty(),
+        "a quiet guest wrote {} pages",
+        dirty.count()
+    );
+    let mut x = 0x5eed_u64;
+    for round in 0..30 {
+        let mut pages: Vec<Pfn> = (0..(round * 37 % 700 + 1))
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % spec.pages
+            })
+            .collect();
+        guest.guest_process().unwrap().touch(&pages).unwrap();
+        dirty.clear();
+        guest.harvest_dirty(&mut dirty).unwrap();
+        pages.sort_unstable();
+        pages.dedup();
+        assert_eq!(dirty.iter().collect::<Vec<_>>(), pages, "round {round}");
+    }
 }

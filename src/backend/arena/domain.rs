@@ -301,14 +301,16 @@ impl Domain for ArenaDomain {
 
     fn save_state(&mut self) -> Result<Vec<u8>, BackendError> {
         match &mut self.body {
-            Body::Local(guest) => Ok(guest.state()),
+            Body::Local(guest) => Ok(guest.state_blob()),
             Body::Process(guest) => Ok(guest.state_blob()),
         }
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BackendError> {
         match &mut self.body {
-            Body::Local(guest) => guest.set_state(state.to_vec()),
+            Body::Local(guest) => guest
+                .restore_blob(state)
+                .map_err(|reason| BackendError::InvalidState { reason })?,
             Body::Process(guest) => {
                 guest.check_state_blob(state)?;
                 self.restored = Some(state.to_vec());

@@ -14,6 +14,8 @@
 //!              ◀── running [listen=ADDR]
 //!  verify ──────────────────────────▶ check the arena's invariants
 //!              ◀── verified <summary>  |  verify-failed <reason>
+//!  touch P1 P2 … ───────────────────▶ store into those pages (tests)
+//!              ◀── touched  |  touch-failed <reason>
 //!  quit ────────────────────────────▶ exit
 //! ```
 //!
@@ -285,6 +287,22 @@ impl GuestProcess {
         }
     }
 
+    /// Make the guest's own code store into each page of `pages` (see
+    /// [`workload::touch`]); returns once the stores are done. A paused
+    /// guest cannot answer: this fails after a short wait.
+    pub fn touch(&mut self, pages: &[u64]) -> Result<(), ArenaError> {
+        for chunk in pages.chunks(256) {
+            let words: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            self.send(&format!("touch {}", words.join(" ")))?;
+            match self.lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(line) if line == "touched" => {}
+                Ok(line) => return Err(guest_err(self.child.id(), line)),
+                Err(e) => return Err(guest_err(self.child.id(), format!("no touch answer: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the process has exited.
     pub fn has_exited(&mut self) -> bool {
         !matches!(self.child.try_wait(), Ok(None))
@@ -438,6 +456,17 @@ fn run_guest(args: &[String]) -> Result<(), String> {
                 say(&mut out, &answer)?;
             }
             "quit" => return Ok(()),
+            other if other.starts_with("touch ") => {
+                let pages: Result<Vec<u64>, _> = other[6..].split(' ').map(str::parse).collect();
+                let answer = match pages {
+                    Ok(pages) => match workload::touch(mem, &pages) {
+                        Ok(()) => "touched".to_owned(),
+                        Err(e) => format!("touch-failed {e}"),
+                    },
+                    Err(_) => "touch-failed expected page numbers".to_owned(),
+                };
+                say(&mut out, &answer)?;
+            }
             other => say(&mut out, &format!("unknown-command {other}"))?,
         }
     }

@@ -8,6 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use super::{ArenaError, ArenaMemory, Gate, GatePass, TrackedRegion};
 
+/// First bytes of an in-process guest's state blob.
+const LOCAL_STATE_TAG: &[u8] = b"perfplus-arena-local/1\n";
+
 /// An in-process guest: a tracked region, the gate its writers pass, and
 /// an opaque state blob that migrates with it.
 #[derive(Debug)]
@@ -48,7 +51,7 @@ impl LocalGuest {
         Arc::clone(&self.gate)
     }
 
-    /// The state blob that `save_state` returns.
+    /// The guest's own state (what its "CPU" would hold).
     pub fn state(&self) -> Vec<u8> {
         self.state
             .lock()
@@ -56,11 +59,27 @@ impl LocalGuest {
             .clone()
     }
 
-    /// Replace the state blob.
+    /// Replace the guest's own state.
     pub fn set_state(&self, state: Vec<u8>) {
         *self
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = state;
+    }
+
+    /// The state as a migration blob: a tag, then the state.
+    pub(super) fn state_blob(&self) -> Vec<u8> {
+        let mut blob = LOCAL_STATE_TAG.to_vec();
+        blob.extend_from_slice(&self.state());
+        blob
+    }
+
+    /// Restore from a blob made by [`state_blob`](Self::state_blob).
+    pub(super) fn restore_blob(&self, blob: &[u8]) -> Result<(), String> {
+        let state = blob
+            .strip_prefix(LOCAL_STATE_TAG)
+            .ok_or_else(|| "not an in-process arena guest's state blob".to_owned())?;
+        self.set_state(state.to_vec());
+        Ok(())
     }
 }

@@ -209,6 +209,22 @@ impl Running {
     }
 }
 
+/// Make the guest store into the last word of each page of `pages`
+/// (adding one), as its own code would: the way tests make a quiet guest
+/// write exactly the pages they choose.
+pub fn touch(mem: ArenaMemory<'_>, pages: &[u64]) -> Result<(), String> {
+    let wpp = mem.words_per_page();
+    let count = mem.len_words() / wpp;
+    for &page in pages {
+        let at = usize::try_from(page)
+            .ok()
+            .filter(|p| *p < count)
+            .ok_or_else(|| format!("page {page} is outside the arena ({count} pages)"))?;
+        mem.word(at * wpp + wpp - 1).fetch_add(1, Ordering::AcqRel);
+    }
+    Ok(())
+}
+
 /// Start `spec`'s workload on an initialised or adopted arena.
 pub fn run(mem: ArenaMemory<'static>, spec: &GuestSpec) -> std::io::Result<Running> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,12 +251,14 @@ pub fn run(mem: ArenaMemory<'static>, spec: &GuestSpec) -> std::io::Result<Runni
                 sparse::run(mem, &spec, first, end, &flag)
             })?]
         }
+        WorkloadKind::Idle if spec.rate_per_s == 0 => Vec::new(),
         WorkloadKind::Idle => {
             let flag = Arc::clone(&stop);
+            let tick = Duration::from_secs(1) / u32::try_from(spec.rate_per_s).unwrap_or(u32::MAX);
             vec![spawn("idle", move || {
                 while !flag.load(Ordering::Relaxed) {
                     mem.word(header::REGISTERS).fetch_add(1, Ordering::AcqRel);
-                    std::thread::sleep(Duration::from_millis(10));
+                    std::thread::sleep(tick);
                 }
             })?]
         }

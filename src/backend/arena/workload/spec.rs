@@ -30,7 +30,7 @@ pub enum WorkloadKind {
     Muncher,
     /// 8-byte counter increments at random places.
     Sparse,
-    /// Mostly idle: a clock word ticks every 10 ms.
+    /// Mostly idle: a clock word ticks (100 times a second by default).
     Idle,
 }
 
@@ -89,8 +89,9 @@ pub struct GuestSpec {
     pub fill_pct: u8,
     /// `kv`: number of keys, all present from the start with value 0.
     pub keys: u64,
-    /// `muncher`: pages rewritten per second, `sparse`: increments per
-    /// second; 0 means as fast as the CPU goes.
+    /// `muncher`: pages rewritten per second, `sparse`: updates per second
+    /// (for both, 0 means as fast as the CPU goes); `idle`: clock ticks per
+    /// second (0: a guest that writes nothing by itself).
     pub rate_per_s: u64,
     /// `muncher`/`sparse`: percent of the arena they write over.
     pub area_pct: u8,
@@ -137,9 +138,9 @@ impl GuestSpec {
             fill_pct: 50,
             keys: (pages / 16).clamp(1, 1 << 20),
             rate_per_s: match workload {
-                WorkloadKind::Muncher => 0,
+                WorkloadKind::Muncher | WorkloadKind::Kv => 0,
                 WorkloadKind::Sparse => 20_000,
-                _ => 0,
+                WorkloadKind::Idle => 100,
             },
             area_pct: 100,
             listen: None,
