@@ -73,7 +73,9 @@ fn read_pages_bytes_per_s(domain: &mut ArenaDomain) -> f64 {
     let all: Vec<Pfn> = (0..pages).collect();
     let start = Instant::now();
     for chunk in all.chunks(256) {
-        domain.read_pages(chunk, &mut buf[..chunk.len() * PAGE]).unwrap();
+        domain
+            .read_pages(chunk, &mut buf[..chunk.len() * PAGE])
+            .unwrap();
     }
     (pages as usize * PAGE) as f64 / start.elapsed().as_secs_f64()
 }
@@ -199,21 +201,39 @@ fn main() {
         "read_pages_bytes_per_s": read_pages,
         "tcp_limit_bytes_per_s": tcp,
     });
-    println!("\nlimits (one core, {} MiB)", pages * PAGE as u64 >> 20);
+    println!("\nlimits (one core, {} MiB)", (pages * PAGE as u64) >> 20);
     println!("  {:<34} {:>10.2} GB/s", "page copy (memcpy)", memcpy / 1e9);
-    println!("  {:<34} {:>10.2} GB/s", "read_pages (process_vm_readv)", read_pages / 1e9);
-    println!("  {:<34} {:>10.2} GB/s", "loopback TCP, 1 stream, 128 KiB", tcp / 1e9);
+    println!(
+        "  {:<34} {:>10.2} GB/s",
+        "read_pages (process_vm_readv)",
+        read_pages / 1e9
+    );
+    println!(
+        "  {:<34} {:>10.2} GB/s",
+        "loopback TCP, 1 stream, 128 KiB",
+        tcp / 1e9
+    );
 
     let t = tracking(pages);
-    println!("\ntracking ({} MiB arena)", pages * PAGE as u64 >> 20);
+    println!("\ntracking ({} MiB arena)", (pages * PAGE as u64) >> 20);
     for (key, unit) in [
         ("write_fault_ns", "ns per first write to a protected page"),
         ("scan_clean_ms_per_gib", "ms per GiB, nothing dirty"),
         ("scan_all_dirty_ns_per_page", "ns per page, all dirty"),
-        ("scan_random_10pct_ns_per_dirty_page", "ns per dirty page, 10 % random"),
-        ("tracking_bytes_per_page", "bytes of tracking state per page"),
+        (
+            "scan_random_10pct_ns_per_dirty_page",
+            "ns per dirty page, 10 % random",
+        ),
+        (
+            "tracking_bytes_per_page",
+            "bytes of tracking state per page",
+        ),
     ] {
-        println!("  {:<40} {:>10.3}  {unit}", key, t[key].as_f64().unwrap_or(f64::NAN));
+        println!(
+            "  {:<40} {:>10.3}  {unit}",
+            key,
+            t[key].as_f64().unwrap_or(f64::NAN)
+        );
     }
 
     let report = json!({

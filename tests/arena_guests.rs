@@ -392,3 +392,88 @@ fn another_process_reports_exactly_the_pages_its_guest_wrote() {
         assert_eq!(dirty.iter().collect::<Vec<_>>(), pages, "round {round}");
     }
 }
+
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let i = stat.rfind(')')?;
+    stat[i + 1..].trim_start().chars().next()
+}
+
+/// A fake receiver status service answering `answer` to every query.
+fn status_service(answer: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        for stream in listener.incoming().take(4) {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(&stream)
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line, "STATUS mig-1\n");
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+    });
+    addr
+}
+
+/// Pause the guest under a lease, then let its controller vanish.
+fn orphan_while_stopped(answer: &'static str) -> (i32, u32) {
+    let mut spec = GuestSpec::new(WorkloadKind::Idle, 64);
+    spec.rate_per_s = 100;
+    let mut domain = spawn(&spec);
+    domain
+        .guest_process()
+        .unwrap()
+        .lease("mig-1", status_service(answer))
+        .unwrap();
+    domain.pause().unwrap();
+    let mut guest = domain.into_process().unwrap();
+    let (pid, keeper) = (guest.pid(), guest.keeper_pid());
+    assert_eq!(process_state(pid), Some('T'));
+    guest.release().unwrap();
+    guest.lease("mig-1", status_service(answer)).unwrap();
+    guest.detach(); // the controller's end of the pipe closes: it "died"
+    (pid, keeper)
+}
+
+#[test]
+fn an_orphaned_stopped_guest_runs_on_when_the_receiver_aborted() {
+    if !tracking_available("an_orphaned_stopped_guest_runs_on_when_the_receiver_aborted") {
+        return;
+    }
+    let (pid, keeper) = orphan_while_stopped("ABORTED\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) == Some('T') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = process_state(pid);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &keeper.to_string()])
+        .status();
+    assert!(
+        matches!(state, Some('S' | 'R')),
+        "the guest was not continued: {state:?}"
+    );
+}
+
+#[test]
+fn an_orphaned_stopped_guest_ends_when_the_receiver_committed() {
+    if !tracking_available("an_orphaned_stopped_guest_ends_when_the_receiver_committed") {
+        return;
+    }
+    let (pid, keeper) = orphan_while_stopped("COMMITTED\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = process_state(pid);
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &keeper.to_string()])
+        .status();
+    assert!(
+        matches!(state, None | Some('Z')),
+        "the source guest still exists: {state:?}"
+    );
+}

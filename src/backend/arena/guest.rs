@@ -31,7 +31,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use super::workload::{self, GuestSpec};
-use super::{ArenaError, TrackedRegion};
+use super::{keeper, sys, ArenaError, TrackedRegion};
 use crate::backend::BackendError;
 
 /// How long a guest may take to map, fill and start its arena.
@@ -40,6 +40,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Where a guest process's arena is, as it reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GuestLayout {
+    /// The workload process (the one stopped, read and tracked).
+    pub pid: libc::pid_t,
     /// Arena address in the guest's address space.
     pub base: u64,
     /// Pages.
@@ -154,6 +156,7 @@ impl GuestProcess {
             stdin,
             lines,
             layout: GuestLayout {
+                pid: -1,
                 base: 0,
                 pages: 0,
                 page_size: 0,
@@ -201,9 +204,36 @@ impl GuestProcess {
             .map_err(|e| guest_err(pid, format!("cannot send {line:?}: {e}")))
     }
 
-    /// The guest's pid.
+    /// The workload process's pid (the process stopped, read and
+    /// tracked; its parent is the keeper).
     pub fn pid(&self) -> libc::pid_t {
-        libc::pid_t::try_from(self.child.id()).unwrap_or(-1)
+        self.layout.pid
+    }
+
+    /// The keeper process's pid (the guest program's own process).
+    pub fn keeper_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Take the migration lease (see `keeper`): if this controller dies
+    /// while the guest is stopped, the keeper asks the receiver at
+    /// `status_addr` how migration `id` ended and kills or continues the
+    /// guest accordingly.
+    pub fn lease(&mut self, id: &str, status_addr: SocketAddr) -> Result<(), ArenaError> {
+        if !keeper::valid_migration_id(id) {
+            return Err(guest_err(
+                self.child.id(),
+                format!("bad migration id {id:?}"),
+            ));
+        }
+        self.send(&format!("lease {id} {status_addr}"))?;
+        self.expect("leased", Duration::from_secs(10)).map(drop)
+    }
+
+    /// Give the lease back (the migration ended and this controller settled it).
+    pub fn release(&mut self) -> Result<(), ArenaError> {
+        self.send("release")?;
+        self.expect("released", Duration::from_secs(10)).map(drop)
     }
 
     /// Where its arena is.
@@ -308,10 +338,22 @@ impl GuestProcess {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Kill the guest (`SIGKILL`, also when stopped) and reap it.
+    /// Kill the guest (`SIGKILL`, also when stopped) and reap it: the
+    /// workload first, so it is gone when this returns, then the keeper.
     pub fn kill(&mut self) -> io::Result<()> {
         if self.has_exited() {
             return Ok(());
+        }
+        if self.layout.pid > 0 {
+            let _ = sys::kill(self.layout.pid, libc::SIGKILL);
+        }
+        // The keeper exits once it reaps the workload.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         self.child.kill()?;
         self.child.wait().map(|_| ())
@@ -338,6 +380,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 fn parse_ready(line: &str) -> Option<GuestLayout> {
     Some(GuestLayout {
+        pid: field(line, "pid")?.parse().ok()?,
         base: u64::from_str_radix(field(line, "base")?.strip_prefix("0x")?, 16).ok()?,
         pages: field(line, "pages")?.parse().ok()?,
         page_size: field(line, "page_size")?.parse().ok()?,
@@ -352,7 +395,22 @@ fn parse_running(line: &str) -> Option<SocketAddr> {
 /// The guest program: `guest_main(["workload=kv", "pages=…", …])` for a
 /// fresh guest, `guest_main(["incoming", "pages=N"])` for one that waits
 /// for its memory. Returns the exit code.
+///
+/// The program forks first: the parent becomes the guest's keeper (see
+/// `keeper`), the child runs the workload. Call it at the very start of
+/// `main`, before any thread exists.
 pub fn guest_main(args: &[String]) -> i32 {
+    match sys::fork_keeper() {
+        Ok(sys::Forked::Keeper { child, child_stdin }) => keeper::keeper_main(child, child_stdin),
+        Ok(sys::Forked::Child) => workload_main(args),
+        Err(e) => {
+            println!("error cannot fork the guest's keeper: {e}");
+            1
+        }
+    }
+}
+
+fn workload_main(args: &[String]) -> i32 {
     match run_guest(args) {
         Ok(()) => 0,
         Err(e) => {

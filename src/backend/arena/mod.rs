@@ -24,6 +24,7 @@
 
 mod domain;
 mod guest;
+mod keeper;
 mod local;
 mod probe;
 mod region;
@@ -34,6 +35,7 @@ pub mod workload;
 
 pub use domain::ArenaDomain;
 pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, START_TIMEOUT};
+pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};

@@ -424,3 +424,93 @@ pub fn unmap(base: std::ptr::NonNull<u8>, len: usize) {
     // owner is giving up; no reference into it outlives this call.
     let _ = unsafe { libc::munmap(base.as_ptr().cast(), len) };
 }
+
+/// Which side of a [`fork_keeper`] this is.
+#[derive(Debug)]
+pub enum Forked {
+    /// The parent (the keeper), with the child's pid and the write end of
+    /// the pipe that is the child's stdin.
+    Keeper {
+        /// The child's pid.
+        child: libc::pid_t,
+        /// Writes to the child's stdin.
+        child_stdin: OwnedFd,
+    },
+    /// The child: its stdin is the pipe, and it dies with the keeper.
+    Child,
+}
+
+/// Fork into a keeper (parent) and a child whose stdin is a new pipe from
+/// the keeper and which gets `SIGKILL` when the keeper dies.
+///
+/// Must be called while the process has a single thread (at the start of
+/// `main`): after `fork` only async-signal-safe work is sound in the child
+/// of a multi-threaded process, and the child here goes on to run Rust code.
+pub fn fork_keeper() -> io::Result<Forked> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 writes two fds into the 2-element array we pass.
+    check(libc::c_long::from(unsafe {
+        libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC)
+    }))?;
+    // SAFETY: fds[0] was just created by pipe2 and is owned by nobody else.
+    let read_end = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    // SAFETY: as above, for fds[1].
+    let write_end = unsafe { OwnedFd::from_raw_fd(fds[1]) };
+    // SAFETY: getpid has no preconditions.
+    let keeper = unsafe { libc::getpid() };
+    // SAFETY: the caller guarantees a single-threaded process, so the child
+    // is a complete copy with no lock held by a vanished thread.
+    let pid = check(libc::c_long::from(unsafe { libc::fork() }))?;
+    if pid > 0 {
+        drop(read_end);
+        return Ok(Forked::Keeper {
+            child: libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?,
+            child_stdin: write_end,
+        });
+    }
+    drop(write_end);
+    // SAFETY: dup2 onto fd 0 replaces our stdin with the pipe; `read_end`
+    // stays valid for the call and is closed (by drop) afterwards.
+    check(libc::c_long::from(unsafe {
+        libc::dup2(read_end.as_raw_fd(), 0)
+    }))?;
+    drop(read_end);
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no memory is passed.
+    check(libc::c_long::from(unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0)
+    }))?;
+    // SAFETY: getppid has no preconditions. If the keeper died before the
+    // prctl, the death signal will never come: leave now.
+    if unsafe { libc::getppid() } != keeper {
+        std::process::exit(1);
+    }
+    Ok(Forked::Child)
+}
+
+/// `waitpid(pid, 0)`: the exit code (128 + signal when killed).
+pub fn wait_child(pid: libc::pid_t) -> io::Result<i32> {
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid writes the status into the int we pass.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
+
+/// `kill(pid, signal)`.
+pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes a pid and a signal number; no memory is passed.
+    check(libc::c_long::from(unsafe { libc::kill(pid, signal) }))?;
+    Ok(())
+}
