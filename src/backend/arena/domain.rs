@@ -279,12 +279,22 @@ impl Domain for ArenaDomain {
             if !guest.is_started() {
                 let state = self
                     .restored
-                    .take()
+                    .clone()
                     .ok_or_else(|| BackendError::InvalidState {
                         reason: "an incoming guest cannot start before restore_state".into(),
                     })?;
-                guest.start(&state)?;
-                self.run.mark_started();
+                // Undo any SIGSTOP a pause sent the waiting process, so it
+                // can read its start command.
+                let pid = self.pid;
+                self.run.resume().map_err(|e| BackendError::Io {
+                    context: format!("continuing incoming guest process {pid}"),
+                    source: e,
+                })?;
+                if let Err(e) = guest.start(&state) {
+                    self.run.mark_not_started();
+                    return Err(e.into());
+                }
+                self.restored = None;
                 return Ok(());
             }
         }

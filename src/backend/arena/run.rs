@@ -298,11 +298,11 @@ impl RunControl {
         self.shared.lock().paused
     }
 
-    /// Mark a not-yet-started guest as running (its start is the caller's
-    /// business: nothing is signalled).
-    pub fn mark_started(&mut self) {
+    /// Count a guest whose start failed as paused again (not yet started;
+    /// nothing is signalled).
+    pub fn mark_not_started(&mut self) {
         let mut state = self.shared.lock();
-        state.paused = false;
+        state.paused = true;
         state.generation += 1;
     }
 

@@ -27,6 +27,8 @@ use super::{header, mix, ArenaMemory, GuestSpec};
 pub const SLOT_WORDS: usize = 8;
 /// A slot being inserted.
 const BUSY: u64 = u64::MAX;
+/// Most concurrent connections; more are closed at once.
+pub const MAX_CONNECTIONS: u64 = 256;
 /// Header register: writes applied (a hot word, like a kernel's counters).
 const WRITES: usize = header::REGISTERS;
 
@@ -275,21 +277,29 @@ pub(super) fn serve(
     let listener = bind_retrying(listen)?;
     let addr = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let accepted = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
     let acceptor = std::thread::Builder::new()
         .name("kv-accept".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        accepted.fetch_add(1, Ordering::Relaxed);
+                        if connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                            continue; // dropping the stream closes it
+                        }
+                        connections.fetch_add(1, Ordering::Relaxed);
                         let log = log.clone();
-                        let _ =
+                        let live = Arc::clone(&connections);
+                        let spawned =
                             std::thread::Builder::new()
                                 .name("kv-conn".into())
                                 .spawn(move || {
                                     let _ = serve_connection(stream, table, log.as_deref());
+                                    live.fetch_sub(1, Ordering::Relaxed);
                                 });
+                        if spawned.is_err() {
+                            connections.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(1));
