@@ -16,8 +16,10 @@
 //! ```
 
 pub mod backend;
+pub mod driver;
 mod error;
 pub mod ffi;
+pub mod orchestrator;
 
 pub use error::Error;
 
