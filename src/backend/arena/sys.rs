@@ -514,3 +514,15 @@ pub fn kill(pid: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
     check(libc::c_long::from(unsafe { libc::kill(pid, signal) }))?;
     Ok(())
 }
+
+/// Move the calling thread (only it) into the network namespace at `path`
+/// (e.g. `/run/netns/NAME`). Its sockets from then on live there.
+pub fn enter_netns(path: &std::path::Path) -> io::Result<()> {
+    let ns = std::fs::File::open(path)?;
+    // SAFETY: setns takes an fd we own for the call and a namespace type; it
+    // changes only the calling thread's network namespace.
+    check(libc::c_long::from(unsafe {
+        libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET)
+    }))?;
+    Ok(())
+}

@@ -16,11 +16,13 @@
 
 use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::super::sys::enter_netns;
 use super::kv_protocol::{read_line, Request, Response};
 use super::mix;
 
@@ -90,6 +92,9 @@ pub struct LoadConfig {
     pub request_timeout: Duration,
     /// Seed.
     pub seed: u64,
+    /// Run the connections in this network namespace (`/run/netns/NAME`),
+    /// e.g. on a test host made with `ip netns`.
+    pub netns: Option<PathBuf>,
 }
 
 impl LoadConfig {
@@ -104,6 +109,7 @@ impl LoadConfig {
             rate_per_conn: 0,
             request_timeout: Duration::from_secs(2),
             seed: 7,
+            netns: None,
         }
     }
 }
@@ -200,7 +206,16 @@ impl Load {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("kv-load-{c}"))
-                    .spawn(move || connection(&config, &shared, &zipf, Rng(seed)))?,
+                    .spawn(move || {
+                        if let Some(ns) = &config.netns {
+                            if let Err(e) = enter_netns(ns) {
+                                eprintln!("kv load: cannot enter {}: {e}", ns.display());
+                                shared.errors.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                        connection(&config, &shared, &zipf, Rng(seed));
+                    })?,
             );
         }
         Ok(Self { shared, threads })
@@ -359,6 +374,34 @@ pub struct WriteCheck {
 /// what the load saw acknowledged. Retries the connection for `timeout`
 /// (the service may still be starting).
 pub fn check_writes(
+    addr: SocketAddr,
+    report: &LoadReport,
+    timeout: Duration,
+) -> io::Result<WriteCheck> {
+    check_writes_in(None, addr, report, timeout)
+}
+
+/// [`check_writes`] from inside network namespace `netns`.
+pub fn check_writes_in(
+    netns: Option<&Path>,
+    addr: SocketAddr,
+    report: &LoadReport,
+    timeout: Duration,
+) -> io::Result<WriteCheck> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if let Some(ns) = netns {
+                    enter_netns(ns)?;
+                }
+                check_writes_here(addr, report, timeout)
+            })
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the checker panicked")))
+    })
+}
+
+fn check_writes_here(
     addr: SocketAddr,
     report: &LoadReport,
     timeout: Duration,
