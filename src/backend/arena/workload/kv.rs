@@ -83,39 +83,46 @@ impl<'a> Table<'a> {
         self.first_word + usize::try_from(index & self.mask).unwrap_or(0) * SLOT_WORDS
     }
 
+    /// The slot's tag once no insert is in progress there.
+    fn published_tag(&self, slot: usize) -> u64 {
+        loop {
+            match self.mem.load(slot) {
+                BUSY => std::thread::yield_now(), // another thread is inserting
+                tag => return tag,
+            }
+        }
+    }
+
     fn find(&self, key: u64) -> Probe {
         let tag = key + 1;
         let mut index = mix(key);
         for _ in 0..=self.mask {
             let slot = self.slot(index);
-            match self.mem.load(slot) {
+            match self.published_tag(slot) {
                 0 => return Probe::Absent,
                 t if t == tag => return Probe::Found(slot),
-                BUSY => {
-                    // An insert in progress: wait for it to publish.
-                    std::thread::yield_now();
-                    continue;
-                }
                 _ => index += 1,
             }
         }
         Probe::Absent
     }
 
-    /// Insert `key` with `value` unless present; returns its slot.
+    /// Insert `key` with `value` unless present; returns its slot, `None`
+    /// when the table is full.
     fn insert(&self, key: u64, value: u64) -> Option<usize> {
         let tag = key + 1;
         let mut index = mix(key);
-        for _ in 0..=self.mask {
+        let mut probes = 0;
+        while probes <= self.mask {
             let slot = self.slot(index);
-            let word = self.mem.word(slot);
-            match word.load(Ordering::Acquire) {
+            match self.published_tag(slot) {
                 0 => {
+                    let word = self.mem.word(slot);
                     if word
                         .compare_exchange(0, BUSY, Ordering::AcqRel, Ordering::Acquire)
                         .is_err()
                     {
-                        continue; // someone claimed it: look again
+                        continue; // someone claimed it first: look at it again
                     }
                     for i in 2..SLOT_WORDS {
                         self.mem.store(slot + i, filler(key, i));
@@ -125,8 +132,10 @@ impl<'a> Table<'a> {
                     return Some(slot);
                 }
                 t if t == tag => return Some(slot),
-                BUSY => std::thread::yield_now(),
-                _ => index += 1,
+                _ => {
+                    index += 1;
+                    probes += 1;
+                }
             }
         }
         None
@@ -342,5 +351,71 @@ fn serve_connection(stream: TcpStream, table: Table<'_>, log: Option<&WriteLog>)
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(pages: usize) -> Vec<AtomicU64> {
+        (0..pages * 512).map(|_| AtomicU64::new(0)).collect()
+    }
+
+    #[test]
+    fn concurrent_increments_and_inserts_are_all_counted() {
+        let words = memory(1 + 16);
+        let mem = ArenaMemory::from_words(&words, 4096);
+        let table = Table::new(mem, 1, 17); // 1024 slots
+        std::thread::scope(|s| {
+            for t in 0..4_u64 {
+                s.spawn(move || {
+                    for i in 0..2000_u64 {
+                        // 100 shared keys, and 50 new keys per thread
+                        table.apply(Request::Incr(i % 100));
+                        if i % 40 == 0 {
+                            table.apply(Request::Set(1000 + t * 100 + i / 40, i));
+                        }
+                    }
+                });
+            }
+        });
+        for k in 0..100 {
+            assert_eq!(table.get(k), Some(80), "key {k}");
+        }
+        assert_eq!(table.get(1000 + 3 * 100 + 49), Some(49 * 40));
+        let summary = verify(mem, 1, 17).unwrap();
+        assert!(summary.starts_with("keys=300 "), "{summary}");
+    }
+
+    #[test]
+    fn a_half_inserted_key_is_cleared_on_adoption_and_a_full_table_refuses() {
+        let words = memory(2);
+        let mem = ArenaMemory::from_words(&words, 4096);
+        let table = Table::new(mem, 1, 2); // 64 slots
+        for k in 0..64 {
+            assert_eq!(table.apply(Request::Set(k, k)), Response::Value(k));
+        }
+        assert!(matches!(
+            table.apply(Request::Incr(500)),
+            Response::Error(_)
+        ));
+
+        // A stop mid-insert leaves a claimed, unpublished slot; adoption clears it.
+        let words = memory(2);
+        let mem = ArenaMemory::from_words(&words, 4096);
+        let table = Table::new(mem, 1, 2);
+        for k in 0..10 {
+            table.apply(Request::Incr(k));
+        }
+        let empty = (0..64)
+            .map(|i| table.slot(i))
+            .find(|&s| mem.load(s) == 0)
+            .unwrap();
+        mem.store(empty, BUSY);
+        mem.store(empty + 1, 99);
+        assert!(verify(mem, 1, 2).is_err());
+        recover(mem, 1, 2);
+        assert_eq!(verify(mem, 1, 2).unwrap(), "keys=10 writes=10");
     }
 }

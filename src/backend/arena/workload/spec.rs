@@ -87,7 +87,8 @@ pub struct GuestSpec {
     /// Percent of the background pages (those the workload's structures do
     /// not use) filled with non-zero content at start; the rest stay zero.
     pub fill_pct: u8,
-    /// `kv`: number of keys, all present from the start with value 0.
+    /// `kv`: number of keys, all present from the start with value 0
+    /// (default: a table of about an eighth of the arena).
     pub keys: u64,
     /// `muncher`: pages rewritten per second, `sparse`: updates per second
     /// (for both, 0 means as fast as the CPU goes); `idle`: clock ticks per
@@ -136,7 +137,8 @@ impl GuestSpec {
             pages,
             seed: 1,
             fill_pct: 50,
-            keys: (pages / 16).clamp(1, 1 << 20),
+            // A table of about an eighth of the arena.
+            keys: pages.saturating_mul(4).clamp(1, 1 << 24),
             rate_per_s: match workload {
                 WorkloadKind::Muncher | WorkloadKind::Kv => 0,
                 WorkloadKind::Sparse => 20_000,
