@@ -24,6 +24,7 @@
 
 mod domain;
 mod guest;
+pub mod handoff;
 mod keeper;
 mod local;
 mod probe;
