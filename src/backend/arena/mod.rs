@@ -18,6 +18,43 @@
 //!  └──────────────────────────────┘  SIGSTOP / SIGCONT ─▶ pause / resume / cap
 //! ```
 //!
+//! Guest processes ([`GuestProcess`], the `perfplus-arena-guest` program)
+//! run a [`workload`] whose whole state lives in the arena, so a new
+//! process that adopts a received arena resumes it exactly. Each guest
+//! program is two processes: a keeper and the workload; the keeper settles
+//! a guest left stopped by a migration controller that died (see
+//! [`handoff`]).
+//!
+//! Starting, watching and moving a guest (what an orchestrator does):
+//!
+//! ```no_run
+//! use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
+//! use perfplus::backend::arena::{ArenaDomain, GuestCommand, GuestProcess};
+//! use perfplus::backend::Domain;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let program = GuestCommand::new("perfplus-arena-guest", &[]);
+//! let mut spec = GuestSpec::new(WorkloadKind::Kv, 262_144); // 1 GiB
+//! spec.listen = Some("10.202.1.1:7000".parse()?);
+//! spec.wal_dir = Some("/srv/shared/kv1".into()); // optional: survive host death
+//! let guest = GuestProcess::spawn(&program, &spec)?; // start; returns once it serves
+//!
+//! // Live migration: the source is a Domain over the running guest, the
+//! // destination one over an incoming guest of the same size.
+//! let mut source = ArenaDomain::process(guest)?;
+//! let incoming = GuestProcess::spawn_incoming(&program, source.page_count())?;
+//! let mut destination = ArenaDomain::process(incoming)?;
+//! // ... run the migration engine from `source` to `destination` ...
+//! # let _ = &mut destination;
+//! source.into_process().map(|mut g| g.kill()); // after the hand-over
+//!
+//! // Restart after a host died: the same spec, fresh memory; the key-value
+//! // service replays its write-ahead log from the shared directory.
+//! let restarted = GuestProcess::spawn(&program, &spec)?;
+//! # drop(restarted);
+//! # Ok(()) }
+//! ```
+//!
 //! Needs Linux 6.7 or newer; [`check_support`] says what is missing
 //! elsewhere. `sys` holds the hand-written kernel definitions and every
 //! unsafe system call.
