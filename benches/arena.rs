@@ -173,6 +173,56 @@ fn tracking(pages: u64) -> Value {
     })
 }
 
+/// A guest rewriting whole pages (as the muncher does) for `duration`,
+/// untracked and then tracked with a harvest every 50 ms: pages per second
+/// each way. The difference is what tracking costs the guest.
+fn guest_slowdown(pages: u64, duration: Duration) -> Value {
+    let guest = LocalGuest::new(pages).unwrap();
+    let mut domain = ArenaDomain::local(Arc::clone(&guest)).unwrap();
+    let rewrite = |guest: &LocalGuest, stop: &std::sync::atomic::AtomicBool| {
+        let mem = guest.memory();
+        let mut n = 0_u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let _pass = guest.enter();
+            for _ in 0..64 {
+                let page = (n % pages) as usize;
+                mem.fill_page(page, |i| n ^ i as u64);
+                n += 1;
+            }
+        }
+        n
+    };
+    let measure = |domain: &mut ArenaDomain, harvest: bool| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let start = Instant::now();
+        let mut harvested = 0;
+        let written = std::thread::scope(|s| {
+            let writer = s.spawn(|| rewrite(&guest, &stop));
+            let mut dirty = DirtyBitmap::new(pages);
+            while start.elapsed() < duration {
+                std::thread::sleep(Duration::from_millis(50));
+                if harvest {
+                    dirty.clear();
+                    domain.harvest_dirty(&mut dirty).unwrap();
+                    harvested += dirty.count();
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            writer.join().unwrap()
+        });
+        (written as f64 / start.elapsed().as_secs_f64(), harvested)
+    };
+    let (untracked, _) = measure(&mut domain, false);
+    domain.enable_dirty_log().unwrap();
+    let (tracked, harvested) = measure(&mut domain, true);
+    json!({
+        "untracked_pages_per_s": untracked,
+        "tracked_pages_per_s": tracked,
+        "tracked_over_untracked": tracked / untracked,
+        "pages_harvested": harvested,
+    })
+}
+
 fn main() {
     let o = options();
     if let Err(e) = check_support() {
@@ -236,11 +286,23 @@ fn main() {
         );
     }
 
+    let slow = guest_slowdown(pages, Duration::from_millis(if o.quick { 500 } else { 2000 }));
+    println!("\nguest rewriting whole pages (one thread)");
+    println!(
+        "  {:<40} {:>10.0}  pages/s\n  {:<40} {:>10.0}  pages/s ({:.2}x), harvest every 50 ms",
+        "untracked",
+        slow["untracked_pages_per_s"].as_f64().unwrap_or(f64::NAN),
+        "tracked",
+        slow["tracked_pages_per_s"].as_f64().unwrap_or(f64::NAN),
+        slow["tracked_over_untracked"].as_f64().unwrap_or(f64::NAN),
+    );
+
     let report = json!({
         "bench": "arena",
         "quick": o.quick,
         "limits": limits,
         "tracking": t,
+        "guest_slowdown": slow,
         "runs": [],
     });
     if let Some(path) = o.json {
