@@ -286,7 +286,10 @@ fn main() {
         );
     }
 
-    let slow = guest_slowdown(pages, Duration::from_millis(if o.quick { 500 } else { 2000 }));
+    let slow = guest_slowdown(
+        pages,
+        Duration::from_millis(if o.quick { 500 } else { 2000 }),
+    );
     println!("\nguest rewriting whole pages (one thread)");
     println!(
         "  {:<40} {:>10.0}  pages/s\n  {:<40} {:>10.0}  pages/s ({:.2}x), harvest every 50 ms",

@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backend;
+/// cbindgen:ignore
 pub mod driver;
 mod error;
 pub mod ffi;
