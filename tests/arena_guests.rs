@@ -134,8 +134,12 @@ fn move_and_resume(kind: WorkloadKind, rate: u64, progress_key: &str) {
         "{at_pause} -> {after}"
     );
     // It keeps working from there.
-    std::thread::sleep(Duration::from_millis(300));
-    let later = dst.guest_process().unwrap().verify().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut later = after;
+    while counter(&later, progress_key) <= at_pause && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        later = dst.guest_process().unwrap().verify().unwrap();
+    }
     assert!(
         counter(&later, progress_key) > at_pause,
         "the adopted {kind} guest made no progress: {at_pause} -> {later}"
@@ -173,8 +177,14 @@ fn a_paused_guest_writes_nothing_and_a_capped_one_still_runs() {
     let mut guest = spawn(&spec);
     guest.enable_dirty_log().unwrap();
     let mut dirty = DirtyBitmap::new(spec.pages);
-    std::thread::sleep(Duration::from_millis(50));
-    guest.harvest_dirty(&mut dirty).unwrap();
+    let writes_within = |guest: &mut ArenaDomain, dirty: &mut DirtyBitmap, pages: u64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while dirty.count() < pages && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            guest.harvest_dirty(dirty).unwrap();
+        }
+    };
+    writes_within(&mut guest, &mut dirty, 11);
     assert!(
         dirty.count() > 10,
         "an unthrottled sparse guest writes: {}",
@@ -219,11 +229,19 @@ fn a_paused_guest_writes_nothing_and_a_capped_one_still_runs() {
     guest.harvest_dirty(&mut dirty).unwrap();
     assert!(dirty.is_empty(), "the throttle resumed a paused guest");
     guest.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(30));
     dirty.clear();
-    guest.harvest_dirty(&mut dirty).unwrap();
+    writes_within(&mut guest, &mut dirty, 1);
     assert!(!dirty.is_empty(), "resume left the guest stopped");
     guest.disable_dirty_log().unwrap();
+}
+
+/// Wait (up to 10 s, never asserting on time) until the load has more than
+/// `n` acknowledged writes.
+fn wait_for_writes_beyond(load: &Load, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while load.writes_acknowledged() <= n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn free_port() -> SocketAddr {
@@ -248,13 +266,13 @@ fn kv_service_moves_between_processes_without_losing_an_acknowledged_write() {
     let mut config = LoadConfig::new(addr, spec.keys);
     config.connections = 3;
     let load = Load::start(&config).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_writes_beyond(&load, 2000);
     let mut dst = spawn_incoming(spec.pages);
     move_memory(&mut src, &mut dst, 3);
     let acked_at_pause = load.writes_acknowledged();
     src.into_process().unwrap().kill().unwrap();
     dst.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_writes_beyond(&load, acked_at_pause + 2000);
     let report = load.stop();
     assert!(
         report.writes_acknowledged > acked_at_pause,
@@ -291,12 +309,12 @@ fn kv_with_a_write_log_recovers_every_acknowledged_write_after_its_host_dies() {
     let mut config = LoadConfig::new(addr, spec.keys);
     config.connections = 2;
     let load = Load::start(&config).unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_writes_beyond(&load, 1000);
     first.kill().unwrap(); // the host dies: its memory is gone
     let acked_at_death = load.writes_acknowledged();
     // Restarted elsewhere from nothing but the shared log.
     let second = GuestProcess::spawn(&guest_command(), &spec).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_writes_beyond(&load, acked_at_death + 500);
     let report = load.stop();
     let check = check_writes(addr, &report, Duration::from_secs(10)).unwrap();
     drop(second);

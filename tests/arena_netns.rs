@@ -205,6 +205,15 @@ fn can_run(test: &str) -> bool {
     true
 }
 
+/// Wait (up to 10 s, never asserting on time) until the load has more than
+/// `n` acknowledged writes.
+fn wait_for_writes_beyond(load: &Load, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while load.writes_acknowledged() <= n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn copy(src: &mut ArenaDomain, dst: &mut ArenaDomain, pfns: &[Pfn]) {
     let page = src.page_size();
     let mut buf = vec![0_u8; 256 * page];
@@ -232,7 +241,7 @@ fn kv_guest_moves_to_another_host_with_its_address_and_loses_no_acknowledged_wri
     config.connections = 3;
     config.netns = Some(Hosts::netns_path(&hosts.a));
     let load = Load::start(&config).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_writes_beyond(&load, 2000);
 
     // The move, driven by hand through the Domain (the engine's job in
     // `examples/migrate.rs`): full copy, three dirty rounds, pause, rest.
@@ -257,7 +266,7 @@ fn kv_guest_moves_to_another_host_with_its_address_and_loses_no_acknowledged_wri
     src.into_process().unwrap().kill().unwrap();
     hosts.move_service_to_b();
     dst.resume().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_writes_beyond(&load, acked_at_pause + 2000);
 
     let report = load.stop();
     let check = check_writes_in(
