@@ -4,6 +4,7 @@
 //! (`ffi::error::Failure::from`).
 
 use crate::backend::BackendError;
+use crate::medium::MediumError;
 
 /// Any perfplus failure.
 #[derive(Debug, thiserror::Error)]
@@ -11,4 +12,7 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The redundant authenticated medium failed.
+    #[error(transparent)]
+    Medium(#[from] MediumError),
 }

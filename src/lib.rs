@@ -20,7 +20,13 @@ pub mod backend;
 pub mod driver;
 mod error;
 pub mod ffi;
+/// cbindgen:ignore
+pub mod heartbeat;
+/// cbindgen:ignore
+pub mod medium;
 pub mod orchestrator;
+/// cbindgen:ignore
+pub mod wire;
 
 pub use error::Error;
 

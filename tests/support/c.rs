@@ -21,7 +21,12 @@ pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
     // `cargo test` builds the cdylib and staticlib next to the test
     // binaries (target/<profile>/deps); only `cargo build` copies them up.
     let lib_dir = profile_dir().join("deps");
-    let out_dir = scratch_dir(&format!("c-{name}-{linkage:?}"));
+    // One directory per build: tests running in parallel may build the same
+    // program, and overwriting a binary another test is running fails with
+    // ETXTBSY ("Text file busy").
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_dir = scratch_dir(&format!("c-{name}-{linkage:?}-{build}"));
     let binary = out_dir.join(name);
     let source = repo_root().join("examples/c").join(format!("{name}.c"));
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()));
