@@ -80,9 +80,20 @@ impl GuestCommand {
     }
 }
 
+/// Work to do just before an incoming guest starts (e.g. take over the
+/// service address).
+pub struct StartHook(pub Box<dyn FnMut() -> io::Result<()> + Send>);
+
+impl std::fmt::Debug for StartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHook")
+    }
+}
+
 /// A running (or incoming) guest process.
 #[derive(Debug)]
 pub struct GuestProcess {
+    start_hook: Option<StartHook>,
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::Receiver<String>,
@@ -152,6 +163,7 @@ impl GuestProcess {
                 source,
             })?;
         let mut guest = Self {
+            start_hook: None,
             child,
             stdin,
             lines,
@@ -285,10 +297,18 @@ impl GuestProcess {
         Ok(())
     }
 
+    /// Run `hook` just before this (incoming) guest starts.
+    pub fn set_start_hook(&mut self, hook: Option<StartHook>) {
+        self.start_hook = hook;
+    }
+
     /// Start an incoming guest from its received memory and `blob`.
     pub fn start(&mut self, blob: &[u8]) -> Result<(), ArenaError> {
         let pid = self.child.id();
         let mut spec = GuestSpec::from_blob(blob).map_err(|e| guest_err(pid, e.to_string()))?;
+        if let Some(hook) = &mut self.start_hook {
+            (hook.0)().map_err(|e| guest_err(pid, format!("the start hook failed: {e}")))?;
+        }
         if let Some(addr) = self.listen_override {
             spec.listen = Some(addr);
         }

@@ -4,7 +4,7 @@
 //! for a source whose migration controller died mid-way (see `keeper`).
 //!
 //! ```text
-//!  sender → receiver, first line:   PPARENA/1 MIGRATE <id> <pages>\n   then the engine's stream
+//!  sender → receiver, first line:   PPMIGRATE/1 <backend> <id> <pages>\n   then the engine's stream
 //!  keeper → receiver, first line:   STATUS <id>\n
 //!  receiver → keeper:               COMMITTED\n | ABORTED\n
 //! ```
@@ -25,13 +25,16 @@ use super::keeper::{parse_status_request, valid_migration_id};
 
 /// Longest first line.
 pub const MAX_FIRST_LINE: usize = 128;
-const MIGRATE_PREFIX: &str = "PPARENA/1 MIGRATE ";
+const MIGRATE_PREFIX: &str = "PPMIGRATE/1 ";
 
 /// The first line of a connection to an arena receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirstLine {
     /// A migration of a guest of `pages` pages follows.
     Migrate {
+        /// The source's backend (`arena`, `sim`): what kind of domain to
+        /// receive into.
+        backend: String,
         /// The migration's id.
         id: String,
         /// The arena's size.
@@ -48,7 +51,9 @@ impl FirstLine {
     /// Encode, newline included.
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Self::Migrate { id, pages } => format!("{MIGRATE_PREFIX}{id} {pages}\n"),
+            Self::Migrate { backend, id, pages } => {
+                format!("{MIGRATE_PREFIX}{backend} {id} {pages}\n")
+            }
             Self::Status { id } => format!("STATUS {id}\n"),
         }
         .into_bytes()
@@ -65,14 +70,20 @@ impl FirstLine {
         let rest = std::str::from_utf8(line)
             .ok()?
             .strip_prefix(MIGRATE_PREFIX)?;
+        let (backend, rest) = rest.split_once(' ')?;
         let (id, pages) = rest.split_once(' ')?;
+        let backend_ok =
+            (1..=16).contains(&backend.len()) && backend.bytes().all(|b| b.is_ascii_lowercase());
         let canonical = !pages.is_empty()
             && pages.bytes().all(|b| b.is_ascii_digit())
             && !(pages.len() > 1 && pages.starts_with('0'));
         let pages: u64 = pages.parse().ok().filter(|_| canonical)?;
-        (valid_migration_id(id) && (2..=1 << 36).contains(&pages)).then(|| Self::Migrate {
-            id: id.to_owned(),
-            pages,
+        (backend_ok && valid_migration_id(id) && (2..=1 << 36).contains(&pages)).then(|| {
+            Self::Migrate {
+                backend: backend.to_owned(),
+                id: id.to_owned(),
+                pages,
+            }
         })
     }
 
@@ -201,6 +212,7 @@ mod tests {
     fn first_lines_round_trip_and_are_strict() {
         for line in [
             FirstLine::Migrate {
+                backend: "arena".into(),
                 id: "m-1".into(),
                 pages: 262_144,
             },
@@ -210,11 +222,13 @@ mod tests {
             assert_eq!(FirstLine::parse(&bytes[..bytes.len() - 1]), Some(line));
         }
         for bad in [
-            &b"PPARENA/1 MIGRATE m 1"[..],
-            b"PPARENA/1 MIGRATE m 010",
-            b"PPARENA/1 MIGRATE a b 10",
-            b"PPARENA/2 MIGRATE m 10",
-            b"PPARENA/1 MIGRATE  10",
+            &b"PPMIGRATE/1 arena m 1"[..],
+            b"PPMIGRATE/1 arena m 010",
+            b"PPMIGRATE/1 arena a b 10",
+            b"PPMIGRATE/2 arena m 10",
+            b"PPMIGRATE/1 arena  10",
+            b"PPMIGRATE/1 Arena m 10",
+            b"PPMIGRATE/1 m 10",
         ] {
             assert_eq!(
                 FirstLine::parse(bad),

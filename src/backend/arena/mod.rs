@@ -72,7 +72,7 @@ mod tracker;
 pub mod workload;
 
 pub use domain::ArenaDomain;
-pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, START_TIMEOUT};
+pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, StartHook, START_TIMEOUT};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
 pub use probe::{check_support, kernel_release};
