@@ -19,6 +19,9 @@
 //! memory written by real code, tracked by the MMU), `xen` (libxenctrl and
 //! libxenforeignmemory). Each passes the same conformance suite.
 
+/// cbindgen:ignore
+#[cfg(target_os = "linux")]
+pub mod arena;
 mod dirty;
 pub mod xen;
 
