@@ -3,6 +3,7 @@
 //! map every failure to a `perfplus_result` in one place
 //! (`ffi::error::Failure::from`).
 
+use crate::backend::xen::XenError;
 use crate::backend::BackendError;
 use crate::medium::MediumError;
 
@@ -15,4 +16,7 @@ pub enum Error {
     /// The redundant authenticated medium failed.
     #[error(transparent)]
     Medium(#[from] MediumError),
+    /// Talking to the Xen hypervisor or its libraries failed.
+    #[error(transparent)]
+    Xen(#[from] XenError),
 }

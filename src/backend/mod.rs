@@ -23,6 +23,7 @@
 #[cfg(target_os = "linux")]
 pub mod arena;
 mod dirty;
+pub mod xen;
 
 pub use dirty::{DirtyBitmap, PageRange, Ranges};
 
