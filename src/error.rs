@@ -4,7 +4,9 @@
 //! (`ffi::error::Failure::from`).
 
 use crate::backend::sim::WorkloadError;
+use crate::backend::xen::XenError;
 use crate::backend::BackendError;
+use crate::medium::MediumError;
 use crate::migration::MigrationError;
 
 /// Any perfplus failure.
@@ -13,6 +15,12 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The redundant authenticated medium failed.
+    #[error(transparent)]
+    Medium(#[from] MediumError),
+    /// Talking to the Xen hypervisor or its libraries failed.
+    #[error(transparent)]
+    Xen(#[from] XenError),
     /// A migration failed (see the variant for where the guest is).
     #[error(transparent)]
     Migration(#[from] MigrationError),

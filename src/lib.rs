@@ -16,10 +16,19 @@
 //! ```
 
 pub mod backend;
+/// cbindgen:ignore
+pub mod driver;
 mod error;
 pub mod ffi;
 /// cbindgen:ignore
+pub mod heartbeat;
+/// cbindgen:ignore
+pub mod medium;
+/// cbindgen:ignore
 pub mod migration;
+pub mod orchestrator;
+/// cbindgen:ignore
+pub mod wire;
 
 pub use error::Error;
 

@@ -46,6 +46,29 @@ impl From<crate::Error> for Failure {
             crate::Error::Backend(e) => backend_code(e),
             crate::Error::Migration(e) => migration_code(e),
             crate::Error::Workload(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+            crate::Error::Medium(e) => {
+                use crate::medium::MediumError as M;
+                match e {
+                    M::Config(_) | M::KeyFile { .. } => R::PERFPLUS_RESULT_INVALID_CONFIG,
+                    M::Bind { .. } => R::PERFPLUS_RESULT_ADDRESS,
+                    M::PayloadTooLarge { .. } => R::PERFPLUS_RESULT_INVALID_ARGUMENT,
+                    M::SendFailed { .. } | M::Receive(_) => R::PERFPLUS_RESULT_IO,
+                    M::Interrupted => R::PERFPLUS_RESULT_INTERRUPTED,
+                    M::BufferTooSmall { .. } => R::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
+                }
+            }
+            crate::Error::Xen(e) => {
+                use crate::backend::xen::XenError as X;
+                match e {
+                    X::NoHypervisor { .. } | X::PrivcmdUnavailable { .. } => {
+                        R::PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE
+                    }
+                    X::Library(_) => R::PERFPLUS_RESULT_HYPERVISOR_LIBRARY,
+                    X::HypervisorVersion { .. } => R::PERFPLUS_RESULT_HYPERVISOR_VERSION,
+                    X::NoSuchDomain(_) => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
+                    X::Call { .. } | X::Unexpected { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
+                }
+            }
         };
         // The whole chain of causes, so C callers see the root cause too.
         let mut message = error.to_string();
@@ -239,6 +262,30 @@ mod tests {
             perfplus_result::PERFPLUS_RESULT_INVALID_ARGUMENT
         );
         assert_eq!(failure.message, "page 9 is outside guest memory (4 pages)");
+    }
+
+    #[test]
+    fn xen_errors_map_to_the_hypervisor_group() {
+        use crate::backend::xen::XenError;
+        let failure = Failure::from(crate::Error::from(XenError::NoHypervisor {
+            path: "/dev/xen/privcmd",
+        }));
+        assert_eq!(
+            failure.code,
+            perfplus_result::PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE
+        );
+        assert_eq!(
+            failure.message,
+            "no Xen hypervisor on this host (cannot open /dev/xen/privcmd)"
+        );
+        let failure = Failure::from(crate::Error::from(XenError::HypervisorVersion {
+            major: 4,
+            minor: 18,
+        }));
+        assert_eq!(
+            failure.code,
+            perfplus_result::PERFPLUS_RESULT_HYPERVISOR_VERSION
+        );
     }
 
     #[test]

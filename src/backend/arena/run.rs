@@ -1,0 +1,420 @@
+//! Pausing, resuming and throttling a guest.
+//!
+//! A [`Stopper`] stops and continues the guest's code: [`ProcessStopper`]
+//! with `SIGSTOP`/`SIGCONT` (waiting until every thread really is stopped),
+//! [`Gate`] cooperatively for guest threads in this process (writers pass
+//! the gate around each batch of stores). [`RunControl`] puts the
+//! migration's two reasons to stop on top of one stopper: an explicit
+//! pause, which wins, and a CPU cap, a duty cycle run by a background
+//! thread (of every [`DUTY_PERIOD`], the guest runs `cap`% and is stopped
+//! for the rest).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::sys;
+use crate::backend::CpuShare;
+
+/// One duty cycle of the CPU cap.
+pub const DUTY_PERIOD: Duration = Duration::from_millis(20);
+
+/// How long [`ProcessStopper::stop`] waits for every thread to stop.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Stops and continues a guest's code.
+pub trait Stopper: Send + Sync + 'static {
+    /// Stop the guest; on return it executes nothing until [`cont`](Self::cont).
+    fn stop(&self) -> io::Result<()>;
+    /// Let the guest run again.
+    fn cont(&self) -> io::Result<()>;
+}
+
+/// `SIGSTOP`/`SIGCONT` through a pidfd (no pid-reuse race).
+#[derive(Debug)]
+pub struct ProcessStopper {
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+}
+
+impl ProcessStopper {
+    /// A stopper for process `pid`.
+    pub fn new(pid: libc::pid_t) -> io::Result<Self> {
+        Ok(Self {
+            pid,
+            pidfd: sys::pidfd_open(pid)?,
+        })
+    }
+
+    /// Whether every thread of the process is in the stopped state (`T`).
+    fn all_threads_stopped(&self) -> io::Result<bool> {
+        let tasks = fs::read_dir(format!("/proc/{}/task", self.pid))?;
+        for task in tasks {
+            let stat = fs::read_to_string(task?.path().join("stat"));
+            let stat = match stat {
+                Ok(s) => s,
+                // A thread that exited meanwhile stopped too, in a way.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // "pid (comm) S ...": the state follows the last ')'.
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].trim_start().chars().next());
+            match state {
+                Some('T' | 't') => {}
+                Some('Z' | 'X') => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotFound,
+                        "the guest process exited",
+                    ))
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Stopper for ProcessStopper {
+    fn stop(&self) -> io::Result<()> {
+        sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGSTOP)?;
+        // SIGSTOP is asynchronous: a thread on another CPU may still run for
+        // a moment. The guest is stopped only when every thread says so.
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut nap = Duration::from_micros(20);
+        while !self.all_threads_stopped()? {
+            if Instant::now() > deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "process {} did not stop within {STOP_TIMEOUT:?} of SIGSTOP",
+                        self.pid
+                    ),
+                ));
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn cont(&self) -> io::Result<()> {
+        sys::pidfd_send_signal(self.pidfd.as_fd(), libc::SIGCONT)
+    }
+}
+
+/// A cooperative stop for guest threads in this process: each writer holds
+/// a [`GatePass`] while it stores; [`Stopper::stop`] closes the gate and
+/// waits for the passes out.
+#[derive(Debug, Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: bool,
+    inside: usize,
+}
+
+/// Permission to run guest code until dropped.
+#[derive(Debug)]
+pub struct GatePass<'a> {
+    gate: &'a Gate,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wait until the gate is open and enter it.
+    pub fn enter(&self) -> GatePass<'_> {
+        let mut state = self.lock();
+        while state.closed {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        state.inside += 1;
+        GatePass { gate: self }
+    }
+
+    /// Whether the gate is closed.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        let mut state = self.gate.lock();
+        state.inside -= 1;
+        if state.inside == 0 {
+            self.gate.changed.notify_all();
+        }
+    }
+}
+
+impl Stopper for Gate {
+    fn stop(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        state.closed = true;
+        while state.inside > 0 {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
+    fn cont(&self) -> io::Result<()> {
+        self.lock().closed = false;
+        self.changed.notify_all();
+        Ok(())
+    }
+}
+
+impl<T: Stopper> Stopper for Arc<T> {
+    fn stop(&self) -> io::Result<()> {
+        (**self).stop()
+    }
+    fn cont(&self) -> io::Result<()> {
+        (**self).cont()
+    }
+}
+
+#[derive(Debug, Default)]
+struct RunState {
+    /// Paused by the migration (wins over the cap).
+    paused: bool,
+    /// The duty cycle, if any.
+    cap: Option<CpuShare>,
+    /// Whether the stopper currently holds the guest stopped.
+    stopped: bool,
+    /// The throttle thread should exit.
+    shutdown: bool,
+    /// Bumped on every change, so the throttle thread notices.
+    generation: u64,
+    /// The last error the throttle thread met (reported by the next call).
+    throttle_error: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<RunState>,
+    changed: Condvar,
+    stopper: Box<dyn Stopper>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Pause, resume and CPU cap of one guest, on one [`Stopper`].
+pub struct RunControl {
+    shared: Arc<Shared>,
+    throttle: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunControl")
+            .field("state", &*self.shared.lock())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunControl {
+    /// Control a running guest through `stopper`.
+    pub fn new(stopper: impl Stopper) -> Self {
+        Self::with_state(stopper, false)
+    }
+
+    /// Control a guest that has not started yet (an incoming guest): it
+    /// counts as paused until [`resume`](Self::resume).
+    pub fn new_paused(stopper: impl Stopper) -> Self {
+        Self::with_state(stopper, true)
+    }
+
+    fn with_state(stopper: impl Stopper, paused: bool) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Mutex::new(RunState {
+                    paused,
+                    ..RunState::default()
+                }),
+                changed: Condvar::new(),
+                stopper: Box::new(stopper),
+            }),
+            throttle: None,
+        }
+    }
+
+    /// Stop the guest (idempotent).
+    pub fn pause(&mut self) -> io::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.lock();
+        take_throttle_error(&mut state)?;
+        state.paused = true;
+        state.generation += 1;
+        if !state.stopped {
+            shared.stopper.stop()?;
+            state.stopped = true;
+        }
+        shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Let the guest run at full speed again (idempotent); drops the cap.
+    pub fn resume(&mut self) -> io::Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.lock();
+        state.paused = false;
+        state.cap = None;
+        state.generation += 1;
+        if state.stopped {
+            shared.stopper.cont()?;
+            state.stopped = false;
+        }
+        shared.changed.notify_all();
+        take_throttle_error(&mut state)
+    }
+
+    /// Whether the guest is paused (not merely throttled).
+    pub fn is_paused(&self) -> bool {
+        self.shared.lock().paused
+    }
+
+    /// Count a guest whose start failed as paused again (not yet started;
+    /// nothing is signalled).
+    pub fn mark_not_started(&mut self) {
+        let mut state = self.shared.lock();
+        state.paused = true;
+        state.generation += 1;
+    }
+
+    /// Throttle the guest to `cap` of its CPU time, or lift the cap. While
+    /// paused, the cap is recorded and takes effect on no resume (resume
+    /// drops it).
+    pub fn set_cpu_cap(&mut self, cap: Option<CpuShare>) -> io::Result<()> {
+        {
+            let mut state = self.shared.lock();
+            take_throttle_error(&mut state)?;
+            state.cap = cap.filter(|c| c.get() < 100);
+            state.generation += 1;
+            self.shared.changed.notify_all();
+        }
+        if self.throttle.is_none() && cap.is_some() {
+            let shared = Arc::clone(&self.shared);
+            self.throttle = Some(
+                std::thread::Builder::new()
+                    .name("arena-throttle".into())
+                    .spawn(move || duty_cycle(&shared))?,
+            );
+        }
+        Ok(())
+    }
+
+    /// The cap in force.
+    pub fn cpu_cap(&self) -> Option<CpuShare> {
+        self.shared.lock().cap
+    }
+}
+
+fn take_throttle_error(state: &mut RunState) -> io::Result<()> {
+    match state.throttle_error.take() {
+        Some(e) => Err(io::Error::other(format!("CPU throttling failed: {e}"))),
+        None => Ok(()),
+    }
+}
+
+/// The throttle thread: alternate run and stop phases while a cap is set
+/// and the guest is not paused.
+fn duty_cycle(shared: &Shared) {
+    let mut state = shared.lock();
+    loop {
+        if state.shutdown {
+            break;
+        }
+        let cap = match (state.paused, state.cap) {
+            (false, Some(cap)) => cap,
+            (paused, _) => {
+                if !paused && state.stopped {
+                    match shared.stopper.cont() {
+                        Ok(()) => state.stopped = false,
+                        Err(e) => state.throttle_error = Some(e.to_string()),
+                    }
+                }
+                state = shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+        };
+        let generation = state.generation;
+        let run = DUTY_PERIOD * u32::from(cap.get()) / 100;
+        let phases = [(false, run), (true, DUTY_PERIOD.saturating_sub(run))];
+        for (stop, length) in phases {
+            if state.generation != generation || state.shutdown {
+                break;
+            }
+            let result = if stop && !state.stopped {
+                shared.stopper.stop().map(|()| state.stopped = true)
+            } else if !stop && state.stopped {
+                shared.stopper.cont().map(|()| state.stopped = false)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                state.throttle_error = Some(e.to_string());
+                state.cap = None;
+                break;
+            }
+            let until = Instant::now() + length;
+            while state.generation == generation && !state.shutdown {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = shared
+                    .changed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+        }
+    }
+}
+
+impl Drop for RunControl {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.shutdown = true;
+            self.shared.changed.notify_all();
+        }
+        if let Some(t) = self.throttle.take() {
+            let _ = t.join();
+        }
+        // A guest left stopped by the throttle (not by an explicit pause)
+        // runs again: dropping the control must not freeze it.
+        let mut state = self.shared.lock();
+        if state.stopped && !state.paused && self.shared.stopper.cont().is_ok() {
+            state.stopped = false;
+        }
+    }
+}

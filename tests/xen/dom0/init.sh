@@ -1,0 +1,218 @@
+#!/bin/sh
+# /init of the test bed's dom0: start the Xen toolstack, run a guest with
+# our memory-writing workload, then the checks. Every result is one line
+#   PPBED <what> key=value ...
+# on the console (the serial log), which run.sh turns into JSON. Ends with
+# `PPBED done` and a reboot (QEMU runs with -no-reboot, so it exits).
+# Knobs on the dom0 command line: ppbed.guests=pv:pvh (which guests, in
+# turn), ppbed.xl_migrations_pv=N, ppbed.xl_migrations_pvh=N.
+export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/bin
+export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
+mount -t tmpfs tmpfs /run
+# libxl takes its domid-history lock in /var/run/xen.
+mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xenstored /tmp
+exec </dev/console >/dev/console 2>&1
+
+GUESTS=pv,pvh
+XL_MIGRATIONS_PV=1
+XL_MIGRATIONS_PVH=1
+for w in $(cat /proc/cmdline); do
+    case "$w" in
+    ppbed.guests=*) GUESTS=${w#*=} ;;
+    ppbed.xl_migrations_pv=*) XL_MIGRATIONS_PV=${w#*=} ;;
+    ppbed.xl_migrations_pvh=*) XL_MIGRATIONS_PVH=${w#*=} ;;
+    esac
+done
+GUEST_PAGES=8192 # ppguest.mib=32 in the guest config
+GUEST_RATE=2048  # ppguest.rate
+
+say() { echo "PPBED $*"; }
+log() { echo "ppbed[$(cut -d' ' -f1 /proc/uptime)s]: $*"; }
+uptime_ms() { awk '{printf "%d", $1 * 1000}' /proc/uptime; }
+finish() {
+    log "guest console (tail):"
+    cat /var/log/xen/console/guest-*.log 2>/dev/null | tr -d '\r' | tail -n 8
+    xl list
+    log "xl dmesg (tail):"
+    xl dmesg | tail -n 25
+    say "done status=$1"
+    sync
+    reboot -f
+}
+
+# The guest's status lines from every console log (the domain's name, so
+# its log file, changes during a migration), in guest time order.
+guest_lines() {
+    cat /var/log/xen/console/guest-*.log 2>/dev/null | tr -d '\r' |
+        grep -a '^PPGUEST t_ms=' | sort -u -t= -k2 -n
+}
+status_lines() { guest_lines | grep -a ' writes='; }
+field() { echo "$1" | sed -n "s/.* $2=\([0-9]*\).*/\1/p"; }
+last_status() { status_lines | tail -n 1; }
+# Wait up to $2 s for a status line with t_ms > $1; print it.
+wait_status_after() {
+    i=0
+    while [ $i -lt "$2" ]; do
+        l=$(status_lines | awk -v t="$1" '{split($2, a, "="); if (a[2] + 0 > t + 0) {print; exit}}')
+        [ -n "$l" ] && { echo "$l"; return 0; }
+        sleep 1
+        i=$((i + 1))
+    done
+    return 1
+}
+# Wait up to $2 s until the guest has written $1 pages in all; print the line.
+wait_writes() {
+    i=0
+    while [ $i -lt "$2" ]; do
+        l=$(last_status)
+        w=$(field "$l" writes)
+        [ -n "$w" ] && [ "$w" -ge "$1" ] && { echo "$l"; return 0; }
+        sleep 1
+        i=$((i + 1))
+    done
+    return 1
+}
+# Largest gap the guest saw in (t_ms $1, t_ms $2].
+max_gap() {
+    guest_lines | awk -v a="$1" -v b="$2" '
+        { t = 0; g = 0
+          for (i = 2; i <= NF; i++) { split($i, kv, "=")
+              if (kv[1] == "t_ms") t = kv[2] + 0
+              if (kv[1] == "maxgap_ms" || kv[1] == "gap_ms") if (kv[2] + 0 > g) g = kv[2] + 0 }
+          if (t > a + 0 && t <= b + 0 && g > m) m = g }
+        END { print m + 0 }'
+}
+
+# After a migration (or an attempt): wait for the guest to go on, for one
+# whole lap of its buffer to be re-verified, and report what it saw since
+# the status line $1. Prints "downtime_ms corrupt_pages" or fails.
+after_migration() {
+    before=$1
+    t0=$(field "$before" t_ms)
+    bad0=$(field "$before" bad)
+    now=$(field "$(last_status)" t_ms)
+    first=$(wait_status_after "$now" 120) || return 1
+    w=$(field "$first" writes)
+    final=$(wait_writes $((w + GUEST_PAGES + GUEST_RATE)) 120) || return 1
+    echo "$(max_gap "$t0" "$(field "$final" t_ms)") $(($(field "$final" bad) - bad0))"
+}
+
+log "dom0 up, kernel $(uname -r)"
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs; do
+    insmod /lib/modules/$m.ko || log "insmod $m failed"
+done
+mount -t xenfs xenfs /proc/xen || finish "no-xenfs"
+export XENSTORED_ROOTDIR=/var/lib/xenstored
+xenstored --pid-file /run/xenstored.pid || finish "no-xenstored"
+i=0
+while ! xenstore-read -s / >/dev/null 2>&1 && [ $i -lt 30 ]; do sleep 1; i=$((i + 1)); done
+xen-init-dom0 || finish "xen-init-dom0-failed"
+xenconsoled --pid-file=/run/xenconsoled.pid --log=guest --log-dir=/var/log/xen/console ||
+    finish "no-xenconsoled"
+say "toolstack up $(xl info | awk '/^xen_version/ {print "xen=" $3} /^virt_caps/ {c = $3; for (i = 4; i <= NF; i++) c = c "," $i; print "caps=" c}' | tr '\n' ' ')"
+
+# One guest of type $GUEST from creation to the end of its checks; returns
+# non-zero when the guest cannot go on.
+run_guest() {
+    log "creating the $GUEST guest"
+    rm -f /var/log/xen/console/guest-*.log
+    xl create "/root/ppguest-$GUEST.cfg" || { say "guest type=$GUEST created=0"; return 1; }
+    first=$(wait_status_after 0 300) || { say "guest type=$GUEST created=1 running=0"; return 1; }
+    say "guest running type=$GUEST domid=$(xl domid ppguest) $first"
+
+    # ---- log-dirty through perfplus's Xen backend ----
+    before=$(last_status)
+    if xen_logdirty --domain ppguest --rounds 5 --interval-ms 1000 >/tmp/logdirty.txt 2>&1; then
+        cat /tmp/logdirty.txt
+        after=$(wait_status_after "$(field "$(last_status)" t_ms)" 30)
+        # The guest's own rate over the status lines inside the window.
+        grate=$(status_lines | awk -v a="$(field "$before" t_ms)" -v b="$(field "$after" t_ms)" '
+            { split($2, t, "="); split($4, r, "=")
+              if (t[2] + 0 > a + 1000 && t[2] + 0 < b) { s += r[2]; n++ } }
+            END { if (n) printf "%d", s / n; else print 0 }')
+        json=$(sed -n 's/^PPXEN-LOGDIRTY-JSON //p' /tmp/logdirty.txt)
+        hrate=$(echo "$json" | sed -n 's/.*"pages_per_s":\([0-9]*\).*/\1/p')
+        rounds=$(echo "$json" | sed -n 's/.*"rounds":\[\([0-9,]*\)\].*/\1/p')
+        say "logdirty guest=$GUEST ran=1 guest_pages_per_s=$grate harvested_pages_per_s=$hrate rounds=$rounds"
+    else
+        cat /tmp/logdirty.txt
+        say "logdirty guest=$GUEST ran=0"
+    fi
+
+    # ---- pause, cap, state and (HVM/PVH) page reads, each undone ----
+    read_all=
+    [ "$GUEST" = pv ] || read_all=--read-all
+    if xen_logdirty --domain ppguest --rounds 0 $read_all --check-control >/tmp/control.txt 2>&1; then
+        cat /tmp/control.txt
+        say "control guest=$GUEST ran=1 guest_pages_per_s=${grate:-0} $(sed -n 's/^PPXEN-CONTROL //p; s/^PPXEN-LOGDIRTY read //p' /tmp/control.txt | tr '\n' ' ')"
+    else
+        cat /tmp/control.txt
+        say "control guest=$GUEST ran=0"
+    fi
+
+    # ---- stock xl migrate, measured ----
+    m=1
+    while [ "$m" -le "$xl_migrations" ]; do
+        before=$(last_status)
+        log "xl migrate $m"
+        u0=$(uptime_ms)
+        # xl -s "" runs its host argument as the transport command; countpipe
+        # counts the bytes on the wire on the way to the stock receiver.
+        rm -f /tmp/xl-wire.txt
+        xl migrate -s "" ppguest "countpipe /tmp/xl-wire.txt | xl migrate-receive" >/tmp/xl-migrate.txt 2>&1
+        rc=$?
+        u1=$(uptime_ms)
+        i=0
+        while [ ! -s /tmp/xl-wire.txt ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
+        bytes=$(cat /tmp/xl-wire.txt 2>/dev/null)
+        if [ $rc -ne 0 ]; then
+            cat /tmp/xl-migrate.txt
+            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0}"
+            return 1
+        fi
+        if seen=$(after_migration "$before"); then
+            set -- $seen
+            say "migration guest=$GUEST tool=xl n=$m ok=1 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} guest_downtime_ms=$1 corrupt_pages=$2 domid=$(xl domid ppguest)"
+        else
+            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} reason=guest-stopped"
+            return 1
+        fi
+        m=$((m + 1))
+    done
+
+    # ---- a destination that dies mid-stream ----
+    # It answers the handshake, takes 16 MiB of the stream and exits: the
+    # sender must fail and the guest go on running at the source.
+    [ "$GUEST" = pv ] || return 0
+    before=$(last_status)
+    domid=$(xl domid ppguest)
+    log "xl migrate to a destination that dies mid-stream"
+    xl migrate -s "" ppguest \
+        "echo 'xl migration receiver ready, send binary domain data.'; head -c 16777216 >/dev/null" \
+        >/tmp/xl-abort.txt 2>&1
+    rc=$?
+    tail -n 5 /tmp/xl-abort.txt
+    if [ $rc -ne 0 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then
+        set -- $seen
+        say "abort guest=$GUEST tool=xl guest_running=1 rc=$rc guest_downtime_ms=$1 corrupt_pages=$2"
+    else
+        say "abort guest=$GUEST tool=xl guest_running=0 rc=$rc"
+    fi
+}
+
+failed=
+for GUEST in $(echo "$GUESTS" | tr ',:' '  '); do
+    case "$GUEST" in
+    pv) xl_migrations=$XL_MIGRATIONS_PV ;;
+    *) xl_migrations=$XL_MIGRATIONS_PVH ;;
+    esac
+    run_guest || failed="$failed $GUEST"
+    xl destroy ppguest 2>/dev/null
+    sleep 1
+done
+[ -z "$failed" ] || finish "failed:$(echo $failed | tr ' ' ',')"
+finish ok
