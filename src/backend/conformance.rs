@@ -1,4 +1,4 @@
-//! The conformance suite every [`Domain`] must pass.
+//! The conformance suite every [`Domain`](crate::backend::conformance::Domain) must pass.
 //!
 //! It is an ordinary public module (not `cfg(test)`), so a backend's tests —
 //! in this crate or in another — run it against a real instance:
@@ -45,16 +45,16 @@
 //!
 //! How to use it for a new backend (`arena`, `xen`):
 //!
-//! 1. Implement [`ConformanceHarness`] in the backend's test: `new_domain`
+//! 1. Implement [`ConformanceHarness`](crate::backend::conformance::ConformanceHarness) in the backend's test: `new_domain`
 //!    gives a running guest whose memory changes **only** when
-//!    [`ConformanceHarness::guest_write`] says so (a quiet workload: the
+//!    [`ConformanceHarness::guest_write`](crate::backend::conformance::ConformanceHarness::guest_write) says so (a quiet workload: the
 //!    exactness and reset checks count every write), with at least 64
 //!    pages; `guest_write` makes the *guest* write each page (a store from
 //!    the workload process for `arena`, a store by the guest kernel or a
 //!    foreign write that log-dirty sees for `xen`), changing at least one
 //!    byte; `new_receiver` gives an empty domain of the same geometry that
 //!    can take a state blob.
-//! 2. Call [`check_domain`] from a `#[test]`. It panics with the name of
+//! 2. Call [`check_domain`](crate::backend::conformance::check_domain) from a `#[test]`. It panics with the name of
 //!    the failed check and the values involved; each check is also public
 //!    to run on its own.
 

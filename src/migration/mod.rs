@@ -9,16 +9,16 @@
 //!        └────────────── Planner (history) ─ RoundStatsTracker ─▶ PrecopyPolicy::decide
 //! ```
 //!
-//! - [`policy`]: when to stop ([`policy::PrecopyPolicy`], Perf+ and the
-//!   baselines), from a plain-data [`policy::RoundStats`] snapshot;
-//! - [`planner`]: per-page dirty history (one byte per page), hot pages;
-//! - [`encode`]: zero / raw / XOR-delta page encodings;
-//! - [`stream`]: the versioned record format (drawn in its module doc);
-//! - [`sink`]: the record *output* side behind a trait, so another stream
+//! - [`policy`](crate::migration::policy): when to stop ([`policy::PrecopyPolicy`](crate::migration::policy::PrecopyPolicy), Perf+ and the
+//!   baselines), from a plain-data [`policy::RoundStats`](crate::migration::policy::RoundStats) snapshot;
+//! - [`planner`](crate::migration::planner): per-page dirty history (one byte per page), hot pages;
+//! - [`encode`](crate::migration::encode): zero / raw / XOR-delta page encodings;
+//! - [`stream`](crate::migration::stream): the versioned record format (drawn in its module doc);
+//! - [`sink`](crate::migration::sink): the record *output* side behind a trait, so another stream
 //!   format (libxc v3 for Xen PVH) can be written from the same rounds;
-//! - [`transport`]: the simulated link and TCP, clocks;
-//! - [`engine`]: the round loop, generic over domain, clock, policy and sink;
-//! - [`receiver`]: applies a stream to a domain, verifies, acknowledges.
+//! - [`transport`](crate::migration::transport): the simulated link and TCP, clocks;
+//! - [`engine`](crate::migration::engine): the round loop, generic over domain, clock, policy and sink;
+//! - [`receiver`](crate::migration::receiver): applies a stream to a domain, verifies, acknowledges.
 //!
 //! The sans-io parts (policy, planner, encode, stream) forbid `unsafe`, never
 //! read a clock and never touch a socket.

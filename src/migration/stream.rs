@@ -244,7 +244,7 @@ pub struct PageEntry {
     pub pfn: Pfn,
     /// How it was encoded.
     pub encoding: Encoding,
-    /// Offset of its payload in [`PageBatch::payload`].
+    /// Offset of its payload in the record payload.
     pub offset: usize,
     /// Length of its payload.
     pub len: usize,

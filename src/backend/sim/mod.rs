@@ -5,7 +5,7 @@
 //!
 //! - **Initial content** of page `p`: all zero with probability
 //!   `zero_fraction`, otherwise pseudo-random bytes from `(seed, p)`.
-//! - **Writes** follow the workload's writers ([`workload`]). Each page has
+//! - **Writes** follow the workload's writers ([`workload`](crate::backend::sim::workload)). Each page has
 //!   up to 8 *fields* (`page_size / bytes_per_write`, at most 8) at fixed
 //!   offsets, like the hot members of a data structure; write `k` to a page
 //!   rewrites one field, `bytes_per_write` bytes, with fresh pseudo-random
@@ -17,11 +17,11 @@
 //!   A page's field layout comes from the largest `bytes_per_write` of any
 //!   writer (in any phase) whose region covers it, so a layout never makes
 //!   deltas look better than the file says.
-//! - Pages written through [`Domain::write_pages`] (a receiving guest, or a
+//! - Pages written through [`Domain::write_pages`](crate::backend::sim::Domain::write_pages) (a receiving guest, or a
 //!   test) are stored as bytes; workload writes then change those bytes in
 //!   place the same way.
 //!
-//! Time is virtual ([`VirtualClock`]): the guest runs lazily, catching up to
+//! Time is virtual ([`VirtualClock`](crate::backend::sim::VirtualClock)): the guest runs lazily, catching up to
 //! the clock's `now` whenever it is observed (read, harvest, pause), applying
 //! `rate × elapsed` writes per writer (times the CPU cap). A link model
 //! ([`crate::migration::transport::SimLink`]) moves the clock as bytes go
@@ -30,7 +30,7 @@
 //!
 //! The CPU/device state blob is 16 KiB (about a small HVM guest's context)
 //! and carries the switchover cost: restoring it into a receiving `sim`
-//! domain makes its [`Domain::resume`] take `switchover_fixed_ms` of virtual
+//! domain makes its [`Domain::resume`](crate::backend::sim::Domain::resume) take `switchover_fixed_ms` of virtual
 //! time.
 
 #![forbid(unsafe_code)]
