@@ -19,6 +19,7 @@ pub mod backend;
 pub mod detector;
 mod error;
 pub mod ffi;
+pub mod membership;
 
 pub use error::Error;
 

@@ -26,8 +26,9 @@
 //! −log₁₀ of its loss probability to φ, and conviction needs φ ≥ 12 (a false
 //! conviction chance of about 10⁻¹² per heartbeat slot, which over 3000
 //! member-hours of a 16-node cluster is ≈ 0.003). This is anchors A4's
-//! `k_min` computed online. The pause tolerance (300 ms) is below the clean
-//! detection time, so by default it never delays a conviction; raise it to
+//! `k_min` computed online. The pause tolerance (250 ms, plus one interval of
+//! slack) is at the clean detection time, so by default it barely delays a
+//! conviction; raise it to
 //! ride out longer stalls at the cost of detection time (they are the same
 //! thing, anchors A4).
 
@@ -66,8 +67,9 @@ pub enum Method {
 pub struct DetectorConfig {
     /// How links are judged.
     pub method: Method,
-    /// A peer silent for less than this is never convicted, µs: the longest
-    /// stall (SIGSTOP, VM freeze) a live host may have.
+    /// A peer stopped for less than this is never convicted, µs: the
+    /// longest stall (SIGSTOP, VM freeze) a live host may have. Conviction
+    /// needs a silence of at least this plus one heartbeat interval.
     pub pause_tolerance_us: u64,
     /// This node counts as paused when it runs later than asked by more
     /// than this, µs.
@@ -78,7 +80,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             method: Method::Phi(PhiConfig::default()),
-            pause_tolerance_us: 300_000,
+            pause_tolerance_us: 250_000,
             observer_pause_threshold_us: 100_000,
         }
     }
