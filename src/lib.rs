@@ -20,6 +20,7 @@ pub mod detector;
 mod error;
 pub mod ffi;
 pub mod membership;
+pub mod wire;
 
 pub use error::Error;
 
