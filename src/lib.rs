@@ -16,6 +16,7 @@
 //! ```
 
 pub mod backend;
+pub mod config;
 pub mod detector;
 mod error;
 pub mod ffi;

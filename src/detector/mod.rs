@@ -46,6 +46,7 @@ pub use observer::{LocalPause, ObserverClock};
 pub use peer::{PeerMonitor, PeerState, PeerTransition};
 pub use phi::{Arrival, PhiAccrual, PhiConfig};
 pub use ping::{Health, PingConfig, PingMonitor, Probe};
+pub(crate) use stats::us_from_f64;
 
 /// How each link's evidence is judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
