@@ -21,6 +21,7 @@ pub mod detector;
 mod error;
 pub mod ffi;
 pub mod membership;
+pub mod runtime;
 pub mod wire;
 
 pub use error::Error;
