@@ -23,11 +23,11 @@ const EXPECTED: &[&str] = &[
 ];
 
 fn ports() -> [String; 2] {
-    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     [
-        a.local_addr().unwrap().port().to_string(),
-        b.local_addr().unwrap().port().to_string(),
+        a.local_addr().expect("local addr").port().to_string(),
+        b.local_addr().expect("local addr").port().to_string(),
     ]
 }
 

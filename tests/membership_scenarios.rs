@@ -12,7 +12,7 @@ const MS: u64 = 1_000;
 const WARM_UP: u64 = 120 * SECOND;
 
 fn id(index: usize) -> NodeId {
-    NodeId(u16::try_from(index + 1).unwrap())
+    NodeId(u16::try_from(index + 1).expect("small index"))
 }
 
 fn cluster(n: usize, network: NetworkModel, seed: u64) -> Cluster {
@@ -41,11 +41,11 @@ fn convictions(c: &Cluster) -> Vec<(usize, NodeId, u64)> {
 
 fn state_of(c: &Cluster, observer: usize, target: usize) -> MemberState {
     c.core(observer)
-        .unwrap()
+        .expect("observer running")
         .members()
         .into_iter()
         .find(|m| m.id == id(target))
-        .unwrap()
+        .expect("configured member")
         .state
 }
 

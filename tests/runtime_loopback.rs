@@ -25,7 +25,7 @@ fn config(local: u16, ports: [u16; 2], secret: &[u8]) -> NodeConfig {
     let peer = ports[usize::from(2 - local)];
     c.links = vec![LinkConfig::Unicast {
         interface: None,
-        bind: Some("127.0.0.1".parse().unwrap()),
+        bind: Some("127.0.0.1".parse().expect("address")),
         port: me,
         peers: vec![SocketAddr::from(([127, 0, 0, 1], peer))],
     }];
@@ -34,9 +34,9 @@ fn config(local: u16, ports: [u16; 2], secret: &[u8]) -> NodeConfig {
 }
 
 fn free_ports() -> [u16; 2] {
-    let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    [a.local_addr().unwrap().port(), b.local_addr().unwrap().port()]
+    let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    [a.local_addr().expect("local addr").port(), b.local_addr().expect("local addr").port()]
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -51,7 +51,7 @@ fn state(node: &Node, of: u16) -> MemberState {
     node.members()
         .into_iter()
         .find(|m| m.id == NodeId(of))
-        .unwrap()
+        .expect("configured member")
         .state
 }
 
@@ -99,8 +99,8 @@ fn node_with_another_key_is_never_a_member() {
 
 #[test]
 fn start_fails_cleanly_when_the_port_is_taken_by_another_socket() {
-    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = taken.local_addr().unwrap().port();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("local addr").port();
     // SO_REUSEADDR lets UDP sockets share a port on Linux, so use an address
     // that cannot be bound at all instead.
     let mut c = config(1, [port, port], b"k");

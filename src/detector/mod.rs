@@ -46,7 +46,7 @@ pub use observer::{LocalPause, ObserverClock};
 pub use peer::{PeerMonitor, PeerState, PeerTransition};
 pub use phi::{Arrival, PhiAccrual, PhiConfig};
 pub use ping::{Health, PingConfig, PingMonitor, Probe};
-pub(crate) use stats::us_from_f64;
+pub use stats::us_from_f64;
 
 /// How each link's evidence is judged.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,9 +120,8 @@ impl DetectorConfig {
     pub fn validate(&self) -> Result<(), DetectorError> {
         match self.method {
             Method::Phi(phi) => {
-                if !(phi.suspect_phi > 0.0 && phi.suspect_phi <= phi.convict_phi)
-                    || !phi.convict_phi.is_finite()
-                {
+                let ordered = phi.suspect_phi > 0.0 && phi.suspect_phi <= phi.convict_phi;
+                if !ordered || !phi.convict_phi.is_finite() {
                     return Err(DetectorError::PhiThresholds {
                         suspect: phi.suspect_phi,
                         convict: phi.convict_phi,

@@ -7,7 +7,7 @@
 
 /// A non-negative duration in µs from a float, saturating (NaN is 0).
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-pub(crate) fn us_from_f64(us: f64) -> u64 {
+pub fn us_from_f64(us: f64) -> u64 {
     // `as` saturates at the bounds and maps NaN to 0, which is what we want;
     // the clamp keeps sums of offsets far from overflow.
     us.clamp(0.0, 1e15) as u64

@@ -10,6 +10,8 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
+use crate::detector::us_from_f64;
+
 use super::{Event, Heartbeat, Incarnation, Membership, MembershipConfig, NodeId, Output};
 
 /// A small, fast, seedable random generator (SplitMix64).
@@ -532,7 +534,7 @@ impl Cluster {
                     let late = if self.network.timer_jitter_us == 0 {
                         0
                     } else {
-                        (self.rng.normal().abs() * self.network.timer_jitter_us as f64) as u64
+                        us_from_f64(self.rng.normal().abs() * self.network.timer_jitter_us as f64)
                     };
                     self.nodes[node].wake_token += 1;
                     let token = self.nodes[node].wake_token;
@@ -558,7 +560,7 @@ impl Cluster {
                     continue;
                 }
                 let jitter = self.rng.normal() * self.network.jitter_us as f64;
-                let delay = (self.network.delay_us as f64 + jitter).max(0.0) as u64;
+                let delay = us_from_f64(self.network.delay_us as f64 + jitter);
                 let slot = if let Some(slot) = self.free_slots.pop() {
                     self.in_flight[slot] = Some(hb);
                     slot

@@ -471,6 +471,9 @@ impl CoreLoop {
         let mut out = Vec::new();
         let mut probes = Vec::new();
         let mut wake_at = 0_u64;
+        // Ping nodes count as reachable until their first dead time passes.
+        let health = self.ping.health();
+        self.core.set_local_health(0, health, &mut out);
         loop {
             let now = self.clock.now_us();
             let timeout = Duration::from_micros(wake_at.saturating_sub(now));
