@@ -30,7 +30,7 @@
 //! second per node from the nodes' own counters.
 
 #[path = "../tests/support/ppmem_netns.rs"]
-#[allow(dead_code, missing_docs)]
+#[allow(missing_docs, dead_code)]
 mod ppmem_netns;
 
 use std::fmt::Write as _;
@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use perfplus::detector::{DetectorConfig, Method, PeerMonitor, PeerTransition};
+use perfplus::detector::{us_from_f64, DetectorConfig, Method, PeerMonitor, PeerTransition};
 use perfplus::membership::sim::{Cluster, Loss, LossState, NetworkModel, Rng};
 use perfplus::membership::{Event, Fencing, NodeId};
 
@@ -96,8 +96,9 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil().max(1.0) as usize;
-    Some(sorted[rank.min(sorted.len()) - 1])
+    let rank = usize::try_from(us_from_f64((p / 100.0 * sorted.len() as f64).ceil()))
+        .unwrap_or(usize::MAX);
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 fn scenarios() -> Vec<(&'static str, NetworkModel)> {
@@ -109,12 +110,42 @@ fn scenarios() -> Vec<(&'static str, NetworkModel)> {
     };
     vec![
         ("clean", base),
-        ("loss 1%", NetworkModel { loss: Loss::Independent(0.01), ..base }),
-        ("loss 5%", NetworkModel { loss: Loss::Independent(0.05), ..base }),
-        ("loss 10%", NetworkModel { loss: Loss::Independent(0.10), ..base }),
-        ("bursty 5% (GE, mean burst 3)", NetworkModel { loss: Loss::bursty(0.05, 3.0), ..base }),
+        (
+            "loss 1%",
+            NetworkModel {
+                loss: Loss::Independent(0.01),
+                ..base
+            },
+        ),
+        (
+            "loss 5%",
+            NetworkModel {
+                loss: Loss::Independent(0.05),
+                ..base
+            },
+        ),
+        (
+            "loss 10%",
+            NetworkModel {
+                loss: Loss::Independent(0.10),
+                ..base
+            },
+        ),
+        (
+            "bursty 5% (GE, mean burst 3)",
+            NetworkModel {
+                loss: Loss::bursty(0.05, 3.0),
+                ..base
+            },
+        ),
         ("jitter 10±5 ms", jitter),
-        ("loss 5% + jitter 10±5 ms", NetworkModel { loss: Loss::Independent(0.05), ..jitter }),
+        (
+            "loss 5% + jitter 10±5 ms",
+            NetworkModel {
+                loss: Loss::Independent(0.05),
+                ..jitter
+            },
+        ),
     ]
 }
 
@@ -187,7 +218,7 @@ fn soak_pair(model: &NetworkModel, detector: &DetectorConfig, hours: f64, seed: 
     let normals = Normals::new(&mut rng);
     let mut loss = LossState::default();
     let mut monitor = PeerMonitor::new(detector, 1, ETA_US);
-    let slots = (hours * 3600.0 * 1e6 / ETA_US as f64) as u64;
+    let slots = us_from_f64(hours * 3600.0 * 1e6 / ETA_US as f64);
     let timer = model.timer_jitter_us as f64;
     let jitter = model.jitter_us as f64;
     let delay = model.delay_us as f64;
@@ -200,16 +231,17 @@ fn soak_pair(model: &NetworkModel, detector: &DetectorConfig, hours: f64, seed: 
         _ => {}
     };
     for seq in 1..=slots {
-        let sent = seq * ETA_US + (normals.sample(&mut rng).abs() * timer) as u64;
+        let sent = seq * ETA_US + us_from_f64(normals.sample(&mut rng).abs() * timer);
         if loss.lose(&model.loss, &mut rng) {
             continue;
         }
-        let arrival = (sent + (delay + normals.sample(&mut rng) * jitter).max(0.0) as u64).max(last_arrival);
+        let arrival =
+            (sent + us_from_f64(delay + normals.sample(&mut rng) * jitter)).max(last_arrival);
         while next_tick <= arrival {
             while let Some(t) = monitor.check(next_tick) {
                 count(t);
             }
-            next_tick += ETA_US + (normals.sample(&mut rng).abs() * timer) as u64;
+            next_tick += ETA_US + us_from_f64(normals.sample(&mut rng).abs() * timer);
         }
         monitor.arrival(arrival, 0, seq, ETA_US);
         last_arrival = arrival;
@@ -221,14 +253,18 @@ fn soak_pair(model: &NetworkModel, detector: &DetectorConfig, hours: f64, seed: 
 fn soak(model: NetworkModel, detector: DetectorConfig, member_hours: f64, seed: u64) -> (u64, u64) {
     let pairs = NODES * (NODES - 1);
     let hours_per_pair = member_hours / NODES as f64;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     (t..pairs)
                         .step_by(threads)
-                        .map(|p| soak_pair(&model, &detector, hours_per_pair, seed ^ (p as u64 * 7919)))
+                        .map(|p| {
+                            soak_pair(&model, &detector, hours_per_pair, seed ^ (p as u64 * 7919))
+                        })
                         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
                 })
             })
@@ -241,7 +277,11 @@ fn soak(model: NetworkModel, detector: DetectorConfig, member_hours: f64, seed: 
 }
 
 fn simulated(opts: &Options, rows: &mut Vec<Row>) {
-    let (trials, member_hours, baseline_hours) = if opts.quick { (20, 150.0, 30.0) } else { (200, 3008.0, 300.0) };
+    let (trials, member_hours, baseline_hours) = if opts.quick {
+        (20, 150.0, 30.0)
+    } else {
+        (200, 3008.0, 300.0)
+    };
     let defaults = DetectorConfig::default();
     let mut clean_p99 = None;
     for (i, (name, model)) in scenarios().into_iter().enumerate() {
@@ -270,8 +310,11 @@ fn simulated(opts: &Options, rows: &mut Vec<Row>) {
         });
         print_row(rows.last().unwrap_or(&Row::default()));
         // The same evidence judged by a fixed deadline at the clean p99.
-        if matches!(name, "loss 5%" | "bursty 5% (GE, mean burst 3)" | "loss 10%") {
-            let deadline_us = (clean_p99.unwrap_or(350.0) * 1_000.0) as u64;
+        if matches!(
+            name,
+            "loss 5%" | "bursty 5% (GE, mean burst 3)" | "loss 10%"
+        ) {
+            let deadline_us = us_from_f64(clean_p99.unwrap_or(350.0) * 1_000.0);
             let fixed = DetectorConfig {
                 method: Method::Deadline {
                     warn_us: deadline_us / 2,
@@ -295,11 +338,16 @@ fn simulated(opts: &Options, rows: &mut Vec<Row>) {
             print_row(rows.last().unwrap_or(&Row::default()));
         }
     }
-    let mut c = Cluster::uniform(NODES, NetworkModel::default(), 7, |c| c.fencing = Fencing::Disabled);
+    let mut c = Cluster::uniform(NODES, NetworkModel::default(), 7, |c| {
+        c.fencing = Fencing::Disabled
+    });
     c.record_events(false);
     c.run_until(60 * SECOND);
     let rate = c.heartbeats_sent(0) as f64 / 60.0;
-    for (link, datagrams) in [("multicast/broadcast", 1.0), ("unicast", (NODES - 1) as f64)] {
+    for (link, datagrams) in [
+        ("multicast/broadcast", 1.0),
+        ("unicast", (NODES - 1) as f64),
+    ] {
         rows.push(Row {
             kind: "sim",
             scenario: format!("bandwidth, 16 nodes, {link}"),
@@ -328,7 +376,9 @@ fn hanode_release() -> Result<PathBuf, String> {
 }
 
 fn now_us() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
 }
 
 fn real(opts: &Options, rows: &mut Vec<Row>) -> Result<(), String> {
@@ -338,7 +388,10 @@ fn real(opts: &Options, rows: &mut Vec<Row>) -> Result<(), String> {
     }
     let binary = hanode_release()?;
     let (trials, warm_up) = if opts.quick { (10, 30) } else { (40, 90) };
-    for (per_mille, name) in [(0u32, "real, 3 processes, loss 0%"), (50, "real, 3 processes, loss 5%")] {
+    for (per_mille, name) in [
+        (0u32, "real, 3 processes, loss 0%"),
+        (50, "real, 3 processes, loss 5%"),
+    ] {
         let dir = std::env::temp_dir().join(format!("ppmem-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let mut lab = ppmem_netns::Lab::new("b", 40, 3, &binary, &dir)?;
@@ -356,7 +409,9 @@ fn real(opts: &Options, rows: &mut Vec<Row>) -> Result<(), String> {
             let killed_at = now_us();
             lab.kill(3);
             for (k, observer) in [1usize, 2].into_iter().enumerate() {
-                if let Some(line) = lab.wait_line(observer, marks[k], &["MEMBER_DEAD", "node=3"], wait) {
+                if let Some(line) =
+                    lab.wait_line(observer, marks[k], &["MEMBER_DEAD", "node=3"], wait)
+                {
                     let t = ppmem_netns::time_us(&line).unwrap_or(killed_at);
                     samples.push(t.saturating_sub(killed_at) as f64 / 1_000.0);
                 } else {
@@ -377,13 +432,25 @@ fn real(opts: &Options, rows: &mut Vec<Row>) -> Result<(), String> {
                 let node = format!("node={t}");
                 lab.lines(*o)
                     .iter()
-                    .filter(|l| l.contains("MEMBER_DEAD") && l.split_whitespace().any(|w| w == node))
+                    .filter(|l| {
+                        l.contains("MEMBER_DEAD") && l.split_whitespace().any(|w| w == node)
+                    })
                     .count() as u64
             })
             .sum();
-        let stats = lab.lines(1).into_iter().rev().find(|l| l.contains("STATS")).unwrap_or_default();
-        let field = |k: &str| ppmem_netns::field(&stats, k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let bytes_per_s = (field("bytes_sent") + 28.0 * field("packets_sent")) / (field("uptime_ms") / 1_000.0).max(1e-9);
+        let stats = lab
+            .lines(1)
+            .into_iter()
+            .rev()
+            .find(|l| l.contains("STATS"))
+            .unwrap_or_default();
+        let field = |k: &str| {
+            ppmem_netns::field(&stats, k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let bytes_per_s = (field("bytes_sent") + 28.0 * field("packets_sent"))
+            / (field("uptime_ms") / 1_000.0).max(1e-9);
         samples.sort_by(f64::total_cmp);
         rows.push(Row {
             kind: "real",
@@ -417,7 +484,18 @@ fn fmt(v: Option<f64>) -> String {
 fn print_header() {
     println!(
         "{:<5} {:<34} {:<28} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>8} {:>9} {:>8}  note",
-        "kind", "scenario", "method", "loss", "trials", "p50 ms", "p99 ms", "max ms", "false", "susp", "member-h", "B/s/node"
+        "kind",
+        "scenario",
+        "method",
+        "loss",
+        "trials",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "false",
+        "susp",
+        "member-h",
+        "B/s/node"
     );
 }
 
@@ -444,9 +522,9 @@ fn json(rows: &[Row]) -> String {
     let num = |v: Option<f64>| v.map_or("null".into(), |v| format!("{v:.3}"));
     let mut out = String::from("[\n");
     for (i, r) in rows.iter().enumerate() {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "  {{\"kind\": \"{}\", \"scenario\": \"{}\", \"method\": \"{}\", \"loss\": {:.4}, \"trials\": {}, \"detect_p50_ms\": {}, \"detect_p99_ms\": {}, \"detect_max_ms\": {}, \"false_convictions\": {}, \"false_suspicions\": {}, \"member_hours\": {:.2}, \"bytes_per_s_per_node\": {}, \"note\": \"{}\"}}{}\n",
+            "  {{\"kind\": \"{}\", \"scenario\": \"{}\", \"method\": \"{}\", \"loss\": {:.4}, \"trials\": {}, \"detect_p50_ms\": {}, \"detect_p99_ms\": {}, \"detect_max_ms\": {}, \"false_convictions\": {}, \"false_suspicions\": {}, \"member_hours\": {:.2}, \"bytes_per_s_per_node\": {}, \"note\": \"{}\"}}{}",
             r.kind,
             r.scenario,
             r.method,

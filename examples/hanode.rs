@@ -75,9 +75,7 @@ fn describe(event: &NodeEvent) -> String {
                 "HEALTH node={} ping_reachable={} ping_configured={}",
                 node.0, health.reachable, health.configured
             ),
-            Event::ViewChanged {
-                epoch, members, ..
-            } => format!(
+            Event::ViewChanged { epoch, members, .. } => format!(
                 "VIEW epoch={epoch} members={}",
                 members
                     .iter()
@@ -91,13 +89,19 @@ fn describe(event: &NodeEvent) -> String {
             ),
             Event::LocalPause { duration_us } => format!("LOCAL_PAUSE duration_us={duration_us}"),
             Event::FenceRequested { node, incarnation } => {
-                format!("FENCE_REQUESTED node={} incarnation={}", node.0, incarnation.0)
+                format!(
+                    "FENCE_REQUESTED node={} incarnation={}",
+                    node.0, incarnation.0
+                )
             }
             Event::FenceFailed { node, incarnation } => {
                 format!("FENCE_FAILED node={} incarnation={}", node.0, incarnation.0)
             }
             Event::RecoveryAllowed { node, incarnation } => {
-                format!("RECOVERY_ALLOWED node={} incarnation={}", node.0, incarnation.0)
+                format!(
+                    "RECOVERY_ALLOWED node={} incarnation={}",
+                    node.0, incarnation.0
+                )
             }
         },
     }

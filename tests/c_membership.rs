@@ -58,7 +58,9 @@ fn membership_program_is_clean_under_valgrind() {
     let binary = build("membership", Linkage::Shared, &[]);
     let (args, _dir) = args("c-membership-valgrind");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let Some(out) = run_under_valgrind("membership_program_is_clean_under_valgrind", &binary, &args) {
+    if let Some(out) =
+        run_under_valgrind("membership_program_is_clean_under_valgrind", &binary, &args)
+    {
         assert_passed("membership (valgrind)", &out, EXPECTED);
     }
 }

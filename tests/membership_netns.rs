@@ -9,6 +9,7 @@
 mod support;
 
 #[path = "support/ppmem_netns.rs"]
+#[allow(dead_code)]
 mod ppmem_netns;
 
 use std::path::PathBuf;
@@ -30,7 +31,11 @@ fn lab(test: &str, tag: &str, subnet: u8, nodes: usize) -> Option<Lab> {
         return None;
     }
     let binary = hanode();
-    assert!(binary.exists(), "{} is missing: cargo test builds it", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: cargo test builds it",
+        binary.display()
+    );
     let dir = support::scratch_dir(&format!("ppmem-{tag}"));
     Some(Lab::new(tag, subnet, nodes, &binary, &dir).expect("set up the namespaces"))
 }
@@ -79,13 +84,17 @@ fn kill_9_is_detected_by_both_peers_and_the_survivors_keep_quorum() {
     lab.kill(3);
     for observer in [1, 2] {
         assert!(
-            lab.wait_line(observer, 0, &["MEMBER_DEAD", "node=3"], WAIT).is_some(),
+            lab.wait_line(observer, 0, &["MEMBER_DEAD", "node=3"], WAIT)
+                .is_some(),
             "node {observer} did not convict the killed node: {:#?}",
             lab.lines(observer)
         );
         assert!(last_quorum(&lab, observer).contains("quorate=true"));
     }
-    assert_eq!(convictions_of(&lab, 1, 2, 0) + convictions_of(&lab, 2, 1, 0), 0);
+    assert_eq!(
+        convictions_of(&lab, 1, 2, 0) + convictions_of(&lab, 2, 1, 0),
+        0
+    );
 }
 
 #[test]
@@ -110,8 +119,15 @@ fn five_percent_loss_convicts_nobody() {
         }
     }
     // The loss was real: every node saw gaps, and heartbeats still flowed.
-    let stats = lab.lines(1).into_iter().rev().find(|l| l.contains("STATS")).unwrap_or_default();
-    let accepted: u64 = ppmem_netns::field(&stats, "accepted").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let stats = lab
+        .lines(1)
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("STATS"))
+        .unwrap_or_default();
+    let accepted: u64 = ppmem_netns::field(&stats, "accepted")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     assert!(accepted > 1_000, "{stats}");
 }
 
@@ -124,12 +140,25 @@ fn partition_leaves_only_the_majority_side_quorate() {
     let marks: Vec<usize> = (1..=3).map(|i| lab.lines(i).len()).collect();
     lab.link(3, false).expect("cut node 3 off");
     assert!(
-        lab.wait_line(3, marks[2], &["QUORUM", "quorate=false", "reason=Minority"], WAIT).is_some(),
+        lab.wait_line(
+            3,
+            marks[2],
+            &["QUORUM", "quorate=false", "reason=Minority"],
+            WAIT
+        )
+        .is_some(),
         "the cut-off node keeps quorum: {:#?}",
         lab.lines(3)
     );
     for observer in [1, 2] {
-        assert!(lab.wait_line(observer, marks[observer - 1], &["MEMBER_DEAD", "node=3"], WAIT).is_some());
+        assert!(lab
+            .wait_line(
+                observer,
+                marks[observer - 1],
+                &["MEMBER_DEAD", "node=3"],
+                WAIT
+            )
+            .is_some());
         assert!(
             last_quorum(&lab, observer).contains("quorate=true"),
             "node {observer}: {}",
@@ -137,7 +166,9 @@ fn partition_leaves_only_the_majority_side_quorate() {
         );
     }
     lab.link(3, true).expect("heal");
-    assert!(lab.wait_line(3, marks[2], &["QUORUM", "quorate=true"], WAIT).is_some());
+    assert!(lab
+        .wait_line(3, marks[2], &["QUORUM", "quorate=true"], WAIT)
+        .is_some());
 }
 
 #[test]
@@ -154,7 +185,8 @@ fn two_node_split_goes_to_the_node_that_reaches_its_ping_node() {
         for j in 1..=2 {
             let node = format!("node={j}");
             assert!(
-                lab.wait_line(i, 0, &["HEALTH", &node, "ping_reachable=1"], WAIT).is_some(),
+                lab.wait_line(i, 0, &["HEALTH", &node, "ping_reachable=1"], WAIT)
+                    .is_some(),
                 "node {i} never saw node {j} reach the ping node: {:#?}",
                 lab.lines(i)
             );
@@ -164,23 +196,38 @@ fn two_node_split_goes_to_the_node_that_reaches_its_ping_node() {
     // uplink; node 2 hears about it in node 1's heartbeats; then the link
     // between them fails as well.
     lab.lose_uplink(1, true).expect("blackhole the router");
-    assert!(lab.wait_line(2, 0, &["HEALTH", "node=1", "ping_reachable=0"], WAIT).is_some());
+    assert!(lab
+        .wait_line(2, 0, &["HEALTH", "node=1", "ping_reachable=0"], WAIT)
+        .is_some());
     let marks = [lab.lines(1).len(), lab.lines(2).len()];
     lab.link(1, false).expect("cut the link");
     assert!(
-        lab.wait_line(2, marks[1], &["QUORUM", "quorate=true", "reason=TieWonByPing"], WAIT).is_some(),
+        lab.wait_line(
+            2,
+            marks[1],
+            &["QUORUM", "quorate=true", "reason=TieWonByPing"],
+            WAIT
+        )
+        .is_some(),
         "node 2: {:#?}",
         lab.lines(2)
     );
     assert!(
-        lab.wait_line(1, marks[0], &["QUORUM", "quorate=false", "reason=TieLostNoUplink"], WAIT).is_some(),
+        lab.wait_line(
+            1,
+            marks[0],
+            &["QUORUM", "quorate=false", "reason=TieLostNoUplink"],
+            WAIT
+        )
+        .is_some(),
         "node 1: {:#?}",
         lab.lines(1)
     );
 }
 
 #[test]
-fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stopped_observer_accuses_nobody() {
+fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stopped_observer_accuses_nobody(
+) {
     let Some(mut lab) = lab("sigstop_pauses", "z", 15, 3) else {
         return;
     };
@@ -190,7 +237,10 @@ fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stop
     std::thread::sleep(Duration::from_millis(1_200));
     lab.signal(3, "CONT").expect("cont");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(convictions_of(&lab, 1, 3, 0) + convictions_of(&lab, 2, 3, 0), 0);
+    assert_eq!(
+        convictions_of(&lab, 1, 3, 0) + convictions_of(&lab, 2, 3, 0),
+        0
+    );
 
     // Node 3 stopped for 4 s > 2 s: convicted by both, back when it resumes.
     let marks = [lab.lines(1).len(), lab.lines(2).len()];
@@ -198,8 +248,22 @@ fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stop
     std::thread::sleep(Duration::from_secs(4));
     lab.signal(3, "CONT").expect("cont");
     for observer in [1, 2] {
-        assert!(lab.wait_line(observer, marks[observer - 1], &["MEMBER_DEAD", "node=3"], WAIT).is_some());
-        assert!(lab.wait_line(observer, marks[observer - 1], &["MEMBER_UP", "node=3", "rejoined=true"], WAIT).is_some());
+        assert!(lab
+            .wait_line(
+                observer,
+                marks[observer - 1],
+                &["MEMBER_DEAD", "node=3"],
+                WAIT
+            )
+            .is_some());
+        assert!(lab
+            .wait_line(
+                observer,
+                marks[observer - 1],
+                &["MEMBER_UP", "node=3", "rejoined=true"],
+                WAIT
+            )
+            .is_some());
     }
 
     // Node 1, an observer, stopped 5 s: it notices and convicts nobody.
@@ -208,8 +272,20 @@ fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stop
     lab.signal(1, "STOP").expect("stop");
     std::thread::sleep(Duration::from_secs(5));
     lab.signal(1, "CONT").expect("cont");
-    assert!(lab.wait_line(1, mark, &["LOCAL_PAUSE"], WAIT).is_some(), "{:#?}", lab.lines(1));
+    assert!(
+        lab.wait_line(1, mark, &["LOCAL_PAUSE"], WAIT).is_some(),
+        "{:#?}",
+        lab.lines(1)
+    );
     std::thread::sleep(Duration::from_secs(3));
-    let accused: Vec<String> = lab.lines(1).into_iter().skip(mark).filter(|l| l.contains("MEMBER_DEAD")).collect();
-    assert!(accused.is_empty(), "the paused observer accused: {accused:#?}");
+    let accused: Vec<String> = lab
+        .lines(1)
+        .into_iter()
+        .skip(mark)
+        .filter(|l| l.contains("MEMBER_DEAD"))
+        .collect();
+    assert!(
+        accused.is_empty(),
+        "the paused observer accused: {accused:#?}"
+    );
 }

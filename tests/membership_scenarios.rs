@@ -98,7 +98,10 @@ fn partition_leaves_only_the_majority_side_quorate() {
         assert_eq!(q.reason, QuorumReason::Minority);
     }
     for node in [2, 3, 4] {
-        assert!(c.core(node).unwrap().quorum().quorate, "majority node {node}");
+        assert!(
+            c.core(node).unwrap().quorum().quorate,
+            "majority node {node}"
+        );
     }
     c.heal();
     c.run_for(2 * SECOND);
@@ -107,9 +110,10 @@ fn partition_leaves_only_the_majority_side_quorate() {
         assert!(core.quorum().quorate);
         assert_eq!(core.view().1.len(), 5, "node {node} sees everyone again");
     }
-    let rejoined = c.events(0).iter().any(|(_, e)| {
-        matches!(e, Event::MemberUp { node, rejoined: true, .. } if *node == id(4))
-    });
+    let rejoined = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberUp { node, rejoined: true, .. } if *node == id(4)));
     assert!(rejoined, "the heal is reported as a rejoin");
 }
 
@@ -119,8 +123,14 @@ fn even_split_is_won_by_exactly_one_side() {
     c.run_until(WARM_UP);
     c.partition(&[2, 3]);
     c.run_for(2 * SECOND);
-    let quorate: Vec<bool> = (0..4).map(|n| c.core(n).unwrap().quorum().quorate).collect();
-    assert_eq!(quorate, vec![true, true, false, false], "node 1's side holds the lowest id");
+    let quorate: Vec<bool> = (0..4)
+        .map(|n| c.core(n).unwrap().quorum().quorate)
+        .collect();
+    assert_eq!(
+        quorate,
+        vec![true, true, false, false],
+        "node 1's side holds the lowest id"
+    );
     assert_eq!(
         c.core(2).unwrap().quorum().reason,
         QuorumReason::TieLostByNodeId
@@ -134,7 +144,11 @@ fn one_way_partition_convicts_only_on_the_deaf_side() {
     c.cut_one_way(0, 1); // node 1 no longer hears node 0
     c.run_for(3 * SECOND);
     assert!(conviction(&c, 1, 0).is_some(), "node 2 convicts node 1");
-    assert_eq!(state_of(&c, 0, 1), MemberState::Alive, "node 1 still hears node 2");
+    assert_eq!(
+        state_of(&c, 0, 1),
+        MemberState::Alive,
+        "node 1 still hears node 2"
+    );
     assert_eq!(state_of(&c, 2, 0), MemberState::Alive);
     assert_eq!(state_of(&c, 2, 1), MemberState::Alive);
     assert_eq!(convictions(&c).len(), 1, "{:?}", convictions(&c));
@@ -153,8 +167,15 @@ fn node_paused_shorter_than_the_tolerance_is_not_convicted_longer_is() {
     c.run_until(WARM_UP);
     c.pause(2, 1_800 * MS);
     c.run_for(4 * SECOND);
-    assert!(convictions(&c).is_empty(), "1.8 s < 2 s: {:?}", convictions(&c));
-    let suspected = c.events(0).iter().any(|(_, e)| matches!(e, Event::MemberSuspected { .. }));
+    assert!(
+        convictions(&c).is_empty(),
+        "1.8 s < 2 s: {:?}",
+        convictions(&c)
+    );
+    let suspected = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::MemberSuspected { .. }));
     assert!(suspected, "a 1.8 s silence is suspicious, not fatal");
 
     let start = c.now_us();
@@ -162,7 +183,11 @@ fn node_paused_shorter_than_the_tolerance_is_not_convicted_longer_is() {
     c.run_for(5 * SECOND);
     let at = conviction(&c, 0, 2).expect("3 s > 2 s: convicted");
     // Silence counts from the last heartbeat, up to one interval before the stop.
-    assert!(at - start >= 2 * SECOND - 50 * MS && at - start < 3 * SECOND, "{}", at - start);
+    assert!(
+        at - start >= 2 * SECOND - 50 * MS && at - start < 3 * SECOND,
+        "{}",
+        at - start
+    );
     // It woke up and is a member again.
     assert_eq!(state_of(&c, 0, 2), MemberState::Alive);
 }
@@ -173,11 +198,15 @@ fn observer_paused_five_seconds_convicts_nobody() {
     c.run_until(WARM_UP);
     c.pause(0, 5 * SECOND);
     c.run_for(8 * SECOND);
-    let by_observer: Vec<_> = convictions(&c).into_iter().filter(|(o, _, _)| *o == 0).collect();
+    let by_observer: Vec<_> = convictions(&c)
+        .into_iter()
+        .filter(|(o, _, _)| *o == 0)
+        .collect();
     assert!(by_observer.is_empty(), "{by_observer:?}");
-    let noticed = c.events(0).iter().any(|(_, e)| {
-        matches!(e, Event::LocalPause { duration_us } if *duration_us >= 4 * SECOND)
-    });
+    let noticed = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::LocalPause { duration_us } if *duration_us >= 4 * SECOND));
     assert!(noticed, "the observer reports its own pause");
     // The others rightly convicted the paused node (5 s is far beyond the
     // default tolerance), and it rejoined when it woke up.
@@ -225,7 +254,11 @@ fn heartbeat_from_an_older_incarnation_is_dropped() {
     };
     c.inject(0, 0, stale);
     assert_eq!(c.core(0).unwrap().stats().stale_incarnation, 1);
-    assert_eq!(state_of(&c, 0, 1), MemberState::Alive, "a stale leave is ignored");
+    assert_eq!(
+        state_of(&c, 0, 1),
+        MemberState::Alive,
+        "a stale leave is ignored"
+    );
     stale.from = NodeId(99);
     c.inject(0, 0, stale);
     assert_eq!(c.core(0).unwrap().stats().unknown_node, 1);
@@ -255,7 +288,10 @@ fn replayed_heartbeat_does_not_keep_a_dead_node_alive() {
         c.inject(0, 0, old);
         c.run_for(40 * MS);
     }
-    assert!(conviction(&c, 0, 2).is_some(), "replays are not evidence of life");
+    assert!(
+        conviction(&c, 0, 2).is_some(),
+        "replays are not evidence of life"
+    );
 }
 
 #[test]
@@ -266,23 +302,42 @@ fn fencing_must_confirm_before_recovery() {
     c.crash(2);
     c.run_for(2 * SECOND);
     let has = |c: &Cluster, f: &dyn Fn(&Event) -> bool| c.events(0).iter().any(|(_, e)| f(e));
-    assert!(has(&c, &|e| matches!(e, Event::FenceRequested { node, incarnation }
-        if *node == id(2) && *incarnation == victim)));
-    assert!(!has(&c, &|e| matches!(e, Event::RecoveryAllowed { .. })), "not before fencing");
+    assert!(has(
+        &c,
+        &|e| matches!(e, Event::FenceRequested { node, incarnation }
+        if *node == id(2) && *incarnation == victim)
+    ));
+    assert!(
+        !has(&c, &|e| matches!(e, Event::RecoveryAllowed { .. })),
+        "not before fencing"
+    );
     c.fence_result(0, id(2), victim, false);
     assert!(has(&c, &|e| matches!(e, Event::FenceFailed { .. })));
     c.run_for(3 * SECOND);
-    let requests = c.events(0).iter().filter(|(_, e)| matches!(e, Event::FenceRequested { .. })).count();
+    let requests = c
+        .events(0)
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::FenceRequested { .. }))
+        .count();
     assert_eq!(requests, 2, "a failed fence is retried");
     c.fence_result(0, id(2), victim, true);
-    assert!(has(&c, &|e| matches!(e, Event::RecoveryAllowed { node, incarnation }
-        if *node == id(2) && *incarnation == victim)));
+    assert!(has(
+        &c,
+        &|e| matches!(e, Event::RecoveryAllowed { node, incarnation }
+        if *node == id(2) && *incarnation == victim)
+    ));
 }
 
 #[test]
 fn two_node_split_goes_to_the_node_that_reaches_its_ping_nodes() {
-    let full = Health { reachable: 1, configured: 1 };
-    let none = Health { reachable: 0, configured: 1 };
+    let full = Health {
+        reachable: 1,
+        configured: 1,
+    };
+    let none = Health {
+        reachable: 0,
+        configured: 1,
+    };
     let mut c = Cluster::uniform(2, NetworkModel::default(), 12, |_| {});
     c.set_health(0, full);
     c.set_health(1, full);
@@ -303,7 +358,10 @@ fn two_node_split_goes_to_the_node_that_reaches_its_ping_nodes() {
 
 #[test]
 fn two_node_split_with_equal_health_is_won_by_fencing_not_by_both() {
-    let full = Health { reachable: 1, configured: 1 };
+    let full = Health {
+        reachable: 1,
+        configured: 1,
+    };
     let mut c = Cluster::uniform(2, NetworkModel::default(), 13, |_| {});
     c.set_health(0, full);
     c.set_health(1, full);
@@ -314,16 +372,23 @@ fn two_node_split_with_equal_health_is_won_by_fencing_not_by_both() {
     assert!(!c.core(1).unwrap().quorum().quorate);
     let incarnation = c.core(1).unwrap().incarnation();
     // The winner fences the loser at once.
-    let fence = c.events(0).iter().any(|(_, e)| {
-        matches!(e, Event::FenceRequested { node, .. } if *node == id(1))
-    });
+    let fence = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::FenceRequested { node, .. } if *node == id(1)));
     assert!(fence);
     // The loser waits the tie delay before it even tries.
-    let early = c.events(1).iter().any(|(_, e)| matches!(e, Event::FenceRequested { .. }));
+    let early = c
+        .events(1)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::FenceRequested { .. }));
     assert!(!early);
     c.fence_result(0, id(1), incarnation, true);
     c.crash(1);
-    let recovered = c.events(0).iter().any(|(_, e)| matches!(e, Event::RecoveryAllowed { .. }));
+    let recovered = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::RecoveryAllowed { .. }));
     assert!(recovered);
 }
 
@@ -334,9 +399,15 @@ fn clean_leave_needs_no_fencing() {
     c.leave(2);
     c.run_for(SECOND);
     let events: Vec<_> = c.events(0).iter().map(|(_, e)| e.clone()).collect();
-    assert!(events.iter().any(|e| matches!(e, Event::MemberLeft { node, .. } if *node == id(2))));
-    assert!(events.iter().any(|e| matches!(e, Event::RecoveryAllowed { node, .. } if *node == id(2))));
-    assert!(!events.iter().any(|e| matches!(e, Event::FenceRequested { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::MemberLeft { node, .. } if *node == id(2))));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::RecoveryAllowed { node, .. } if *node == id(2))));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::FenceRequested { .. })));
     assert!(!events.iter().any(|e| matches!(e, Event::MemberDead { .. })));
 }
 
@@ -361,14 +432,18 @@ fn second_link_keeps_a_peer_alive_and_reports_the_dead_link() {
     c.cut_link(1);
     c.run_for(5 * SECOND);
     assert!(convictions(&c).is_empty(), "{:?}", convictions(&c));
-    let down = c.events(0).iter().any(|(_, e)| {
-        matches!(e, Event::LinkDown { node, link: 1 } if *node == id(1))
-    });
+    let down = c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::LinkDown { node, link: 1 } if *node == id(1)));
     assert!(down, "link 1 is reported down");
     assert_eq!(c.core(0).unwrap().members()[1].links_down, vec![1]);
     c.heal();
     c.run_for(SECOND);
-    assert!(c.events(0).iter().any(|(_, e)| matches!(e, Event::LinkUp { link: 1, .. })));
+    assert!(c
+        .events(0)
+        .iter()
+        .any(|(_, e)| matches!(e, Event::LinkUp { link: 1, .. })));
     // Heavy loss on both links: the two paths together still carry enough.
     c.set_network(NetworkModel {
         loss: Loss::Independent(0.3),

@@ -36,7 +36,10 @@ fn config(local: u16, ports: [u16; 2], secret: &[u8]) -> NodeConfig {
 fn free_ports() -> [u16; 2] {
     let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    [a.local_addr().expect("local addr").port(), b.local_addr().expect("local addr").port()]
+    [
+        a.local_addr().expect("local addr").port(),
+        b.local_addr().expect("local addr").port(),
+    ]
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -71,16 +74,34 @@ fn two_nodes_on_loopback_see_each_other_and_a_clean_stop_is_a_leave() {
     assert!(one.quorum().quorate);
     assert!(one.wire_stats().accepted > 0);
     let (bytes, packets) = one.sent();
-    assert_eq!(bytes, packets * 70, "every datagram is one 70-byte heartbeat");
+    assert_eq!(
+        bytes,
+        packets * 70,
+        "every datagram is one 70-byte heartbeat"
+    );
     two.stop();
     wait_for("node 2 left", Duration::from_secs(5), || {
         state(&one, 2) == MemberState::Left
     });
     one.stop();
     let events = seen.lock().unwrap();
-    assert!(events.iter().any(|e| matches!(e, NodeEvent::Membership(Event::MemberUp { node: NodeId(2), .. }))));
-    assert!(events.iter().any(|e| matches!(e, NodeEvent::Membership(Event::MemberLeft { node: NodeId(2), .. }))));
-    assert!(!events.iter().any(|e| matches!(e, NodeEvent::Membership(Event::MemberDead { .. }))));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        NodeEvent::Membership(Event::MemberUp {
+            node: NodeId(2),
+            ..
+        })
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        NodeEvent::Membership(Event::MemberLeft {
+            node: NodeId(2),
+            ..
+        })
+    )));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, NodeEvent::Membership(Event::MemberDead { .. }))));
 }
 
 #[test]
@@ -111,5 +132,8 @@ fn start_fails_cleanly_when_the_port_is_taken_by_another_socket() {
         peers: vec![SocketAddr::from(([127, 0, 0, 1], port))],
     }];
     let err = Node::start(c, |_: &NodeEvent| {}).unwrap_err().to_string();
-    assert!(err.starts_with("link 0: cannot bind to 192.0.2.1:"), "{err}");
+    assert!(
+        err.starts_with("link 0: cannot bind to 192.0.2.1:"),
+        "{err}"
+    );
 }

@@ -149,7 +149,10 @@ impl HaCf {
             match directive.as_str() {
                 "node" => {
                     if args.is_empty() {
-                        return Err(err("`node` expects one or more node names (as `uname -n` prints them)".into()));
+                        return Err(err(
+                            "`node` expects one or more node names (as `uname -n` prints them)"
+                                .into(),
+                        ));
                     }
                     for name in &args {
                         let name = name.to_ascii_lowercase();
@@ -205,15 +208,16 @@ impl HaCf {
                             .filter(Ipv4Addr::is_multicast)
                             .ok_or_else(|| err(format!("`mcast`: `{group}` is not an IPv4 multicast group (224.0.0.0 to 239.255.255.255)")))?;
                         let port = parse_port(port).map_err(err)?;
-                        let ttl = ttl
-                            .parse::<u8>()
-                            .ok()
-                            .filter(|t| *t >= 1)
-                            .ok_or_else(|| err(format!("`mcast`: ttl `{ttl}` must be 1 to 255")))?;
+                        let ttl =
+                            ttl.parse::<u8>().ok().filter(|t| *t >= 1).ok_or_else(|| {
+                                err(format!("`mcast`: ttl `{ttl}` must be 1 to 255"))
+                            })?;
                         let loopback = match *loopback {
                             "0" => false,
                             "1" => true,
-                            other => return Err(err(format!("`mcast`: loop `{other}` must be 0 or 1"))),
+                            other => {
+                                return Err(err(format!("`mcast`: loop `{other}` must be 0 or 1")))
+                            }
                         };
                         cf.media.push((
                             line,
@@ -226,21 +230,29 @@ impl HaCf {
                             },
                         ));
                     }
-                    _ => return Err(err("`mcast` expects `<interface> <group> <port> <ttl> <loop>`".into())),
+                    _ => {
+                        return Err(err(
+                            "`mcast` expects `<interface> <group> <port> <ttl> <loop>`".into(),
+                        ))
+                    }
                 },
                 "ping" => {
                     if args.is_empty() {
                         return Err(err("`ping` expects one or more IP addresses".into()));
                     }
                     for addr in &args {
-                        cf.ping.push(addr.parse().map_err(|_| {
-                            err(format!("`ping`: `{addr}` is not an IP address"))
-                        })?);
+                        cf.ping.push(
+                            addr.parse().map_err(|_| {
+                                err(format!("`ping`: `{addr}` is not an IP address"))
+                            })?,
+                        );
                     }
                 }
                 "ping_group" => {
                     if args.len() < 2 {
-                        return Err(err("`ping_group` expects a group name and one or more IP addresses".into()));
+                        return Err(err(
+                            "`ping_group` expects a group name and one or more IP addresses".into(),
+                        ));
                     }
                     for addr in &args[1..] {
                         cf.ping.push(addr.parse().map_err(|_| {
@@ -249,11 +261,16 @@ impl HaCf {
                     }
                 }
                 "auto_failback" => {
-                    cf.auto_failback = match one("on, off or legacy")?.to_ascii_lowercase().as_str() {
+                    cf.auto_failback = match one("on, off or legacy")?.to_ascii_lowercase().as_str()
+                    {
                         "on" | "yes" | "true" | "1" => AutoFailback::On,
                         "off" | "no" | "false" | "0" => AutoFailback::Off,
                         "legacy" => AutoFailback::Legacy,
-                        other => return Err(err(format!("`auto_failback` expects on, off or legacy, not `{other}`"))),
+                        other => {
+                            return Err(err(format!(
+                                "`auto_failback` expects on, off or legacy, not `{other}`"
+                            )))
+                        }
                     };
                 }
                 "cluster" => cf.cluster = one("a cluster name")?.to_string(),
@@ -287,10 +304,14 @@ impl HaCf {
             message,
         };
         if self.nodes.is_empty() {
-            return Err(whole("no `node` directive: list every cluster node (`node alpha beta`)".into()));
+            return Err(whole(
+                "no `node` directive: list every cluster node (`node alpha beta`)".into(),
+            ));
         }
         if self.media.is_empty() {
-            return Err(whole("no communication medium: add a `ucast`, `mcast` or `bcast` line".into()));
+            return Err(whole(
+                "no communication medium: add a `ucast`, `mcast` or `bcast` line".into(),
+            ));
         }
         if self.keepalive_ms == 0 {
             return Err(whole("`keepalive` must be positive".into()));
@@ -412,7 +433,9 @@ impl AuthKeys {
                     .next()
                     .and_then(|w| w.parse::<u8>().ok())
                     .filter(|n| (1..=15).contains(n))
-                    .ok_or_else(|| err("`auth` expects the index (1 to 15) of the key that signs".into()))?;
+                    .ok_or_else(|| {
+                        err("`auth` expects the index (1 to 15) of the key that signs".into())
+                    })?;
                 if words.next().is_some() {
                     return Err(err("`auth` takes exactly one index".into()));
                 }
@@ -428,12 +451,23 @@ impl AuthKeys {
                 Some("sha1") => AuthMethod::Sha1,
                 Some("md5") => AuthMethod::Md5,
                 Some("crc") => AuthMethod::Crc,
-                Some(other) => return Err(err(format!("unknown method `{other}`: expected sha1, md5 or crc"))),
-                None => return Err(err(format!("key {index} has no method: expected sha1, md5 or crc"))),
+                Some(other) => {
+                    return Err(err(format!(
+                        "unknown method `{other}`: expected sha1, md5 or crc"
+                    )))
+                }
+                None => {
+                    return Err(err(format!(
+                        "key {index} has no method: expected sha1, md5 or crc"
+                    )))
+                }
             };
             let secret = words.collect::<Vec<_>>().join(" ");
             if method != AuthMethod::Crc && secret.is_empty() {
-                return Err(err(format!("key {index} ({}) has no secret", method.name())));
+                return Err(err(format!(
+                    "key {index} ({}) has no secret",
+                    method.name()
+                )));
             }
             if keys.iter().any(|k| k.index == index) {
                 return Err(err(format!("key index {index} is defined twice")));
@@ -449,9 +483,12 @@ impl AuthKeys {
             line: 0,
             message,
         };
-        let active = active.ok_or_else(|| whole("no `auth <index>` line naming the key that signs".into()))?;
+        let active = active
+            .ok_or_else(|| whole("no `auth <index>` line naming the key that signs".into()))?;
         if !keys.iter().any(|k| k.index == active) {
-            return Err(whole(format!("`auth {active}` names a key that is not defined")));
+            return Err(whole(format!(
+                "`auth {active}` names a key that is not defined"
+            )));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -566,7 +603,12 @@ pub(super) fn to_node_config(
     let mut warnings: Vec<String> = cf
         .ignored
         .iter()
-        .map(|(line, d)| format!("{}:{line}: `{d}` is not used by perfplus", cf.path.display()))
+        .map(|(line, d)| {
+            format!(
+                "{}:{line}: `{d}` is not used by perfplus",
+                cf.path.display()
+            )
+        })
         .collect();
     if keys.active_key().method == AuthMethod::Crc {
         warnings.push(format!(
@@ -619,7 +661,9 @@ pub(super) fn to_node_config(
 
 /// A Heartbeat time: seconds (`2`, `0.5`) or milliseconds (`500ms`).
 fn parse_time(text: &str) -> Result<u64, String> {
-    let bad = || format!("`{text}` is not a time: expected seconds (`2`, `1.5`) or milliseconds (`500ms`)");
+    let bad = || {
+        format!("`{text}` is not a time: expected seconds (`2`, `1.5`) or milliseconds (`500ms`)")
+    };
     let lower = text.to_ascii_lowercase();
     let (number, scale) = if let Some(ms) = lower.strip_suffix("ms") {
         (ms, 1.0)
@@ -724,9 +768,12 @@ crm off
 
     #[test]
     fn errors_name_the_file_the_line_and_what_was_expected() {
-        let err = HaCf::parse("node a b\nucast eth0 not-an-ip\n", Path::new("/etc/ha.d/ha.cf"))
-            .unwrap_err()
-            .to_string();
+        let err = HaCf::parse(
+            "node a b\nucast eth0 not-an-ip\n",
+            Path::new("/etc/ha.d/ha.cf"),
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             err,
             "/etc/ha.d/ha.cf:2: `ucast` expects `<interface> <peer IP address>`; `not-an-ip` is not an IP address"
@@ -735,14 +782,20 @@ crm off
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("ha.cf:3: `soon` is not a time"), "{err}");
-        let err = HaCf::parse("node a b\nbcast eth0\nkeepalive 2\ndeadtime 3\n", Path::new("ha.cf"))
-            .unwrap_err()
-            .to_string();
+        let err = HaCf::parse(
+            "node a b\nbcast eth0\nkeepalive 2\ndeadtime 3\n",
+            Path::new("ha.cf"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("more than twice `keepalive`"), "{err}");
         let err = HaCf::parse("mcast eth0 10.0.0.1 694 1 0\n", Path::new("ha.cf"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("ha.cf:1: `mcast`: `10.0.0.1` is not an IPv4 multicast group"), "{err}");
+        assert!(
+            err.contains("ha.cf:1: `mcast`: `10.0.0.1` is not an IPv4 multicast group"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -787,7 +840,10 @@ crm off
         std::fs::write(&path, "auth 1\n1 sha1 s3cret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = AuthKeys::read(&path).unwrap_err();
-        assert!(matches!(err, ConfigError::Permissions { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, ConfigError::Permissions { mode: 0o644, .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(AuthKeys::read(&path).unwrap().active, 1);
@@ -799,7 +855,11 @@ crm off
         let keys = AuthKeys::parse("auth 1\n1 sha1 s3cret\n", Path::new("authkeys")).unwrap();
         let config = to_node_config(&cf(), &keys, "BETA").unwrap();
         config.validate().unwrap();
-        assert_eq!(config.local, NodeId(2), "ids follow sorted names: alpha 1, beta 2");
+        assert_eq!(
+            config.local,
+            NodeId(2),
+            "ids follow sorted names: alpha 1, beta 2"
+        );
         assert_eq!(config.interval_ms, 500);
         assert_eq!(config.initial_wait_ms, 30_000);
         assert_eq!(
@@ -813,8 +873,13 @@ crm off
         assert!(matches!(&config.links[0], LinkConfig::Unicast { peers, .. } if peers.len() == 2));
         assert_eq!(config.key, keys.cluster_key());
         assert!(config.warnings.iter().any(|w| w.contains("`logfile`")));
-        let err = to_node_config(&cf(), &keys, "gamma").unwrap_err().to_string();
-        assert!(err.contains("`gamma` is not among the `node` names (alpha, beta)"), "{err}");
+        let err = to_node_config(&cf(), &keys, "gamma")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`gamma` is not among the `node` names (alpha, beta)"),
+            "{err}"
+        );
     }
 
     #[test]

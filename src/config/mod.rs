@@ -208,15 +208,23 @@ impl NodeConfig {
             what,
         };
         if self.links.is_empty() {
-            return Err(invalid("no heartbeat link is configured (add a unicast, multicast or broadcast link)".into()));
+            return Err(invalid(
+                "no heartbeat link is configured (add a unicast, multicast or broadcast link)"
+                    .into(),
+            ));
         }
         if self.links.len() > 16 {
-            return Err(invalid(format!("{} links configured; at most 16 are supported", self.links.len())));
+            return Err(invalid(format!(
+                "{} links configured; at most 16 are supported",
+                self.links.len()
+            )));
         }
         for link in &self.links {
             if let LinkConfig::Multicast { group, .. } = link {
                 if !group.is_multicast() {
-                    return Err(invalid(format!("{group} is not a multicast group address (224.0.0.0/4)")));
+                    return Err(invalid(format!(
+                        "{group} is not a multicast group address (224.0.0.0/4)"
+                    )));
                 }
             }
             if let LinkConfig::Unicast { peers, .. } = link {
@@ -229,7 +237,10 @@ impl NodeConfig {
             return Err(invalid("more than 255 ping nodes".into()));
         }
         if self.ping.interval_us == 0 || self.ping.dead_us < self.ping.interval_us {
-            return Err(invalid("ping dead time must be at least the ping interval, and the interval positive".into()));
+            return Err(invalid(
+                "ping dead time must be at least the ping interval, and the interval positive"
+                    .into(),
+            ));
         }
         self.membership()
             .validate()

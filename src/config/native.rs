@@ -133,9 +133,9 @@ struct FencingFile {
 
 pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let line = e.span().map_or(0, |span| {
+            text[..span.start.min(text.len())].matches('\n').count() + 1
+        });
         ConfigError::Syntax {
             path: path.to_path_buf(),
             line,
@@ -155,7 +155,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
     };
 
     let key = match (&file.key, &file.key_file, &file.authkeys) {
-        (Some(hex), None, None) => ClusterKey::derive(&decode_hex(hex).map_err(|e| invalid(format!("`key`: {e}")))?),
+        (Some(hex), None, None) => {
+            ClusterKey::derive(&decode_hex(hex).map_err(|e| invalid(format!("`key`: {e}")))?)
+        }
         (None, Some(key_file), None) => {
             let key_path = relative(key_file);
             let bytes = std::fs::read(&key_path).map_err(|source| ConfigError::Read {
@@ -168,7 +170,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
             ClusterKey::derive(&bytes)
         }
         (None, None, Some(authkeys)) => AuthKeys::read(&relative(authkeys))?.cluster_key(),
-        _ => return Err(invalid("give exactly one of `key`, `key_file` or `authkeys`".into())),
+        _ => {
+            return Err(invalid(
+                "give exactly one of `key`, `key_file` or `authkeys`".into(),
+            ))
+        }
     };
 
     let nodes: Vec<NodeSpec> = file
@@ -191,7 +197,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
         .ok_or_else(|| {
             invalid(format!(
                 "this node `{local_name}` is not among [[nodes]] ({})",
-                nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
 
@@ -210,7 +220,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
                     .map(|p| {
                         p.parse::<SocketAddr>()
                             .or_else(|_| p.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port)))
-                            .map_err(|_| at(&format!("peer `{p}` is not an IP address or address:port")))
+                            .map_err(|_| {
+                                at(&format!("peer `{p}` is not an IP address or address:port"))
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 LinkConfig::Unicast {
@@ -223,7 +235,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
             "multicast" => LinkConfig::Multicast {
                 interface: link.interface.clone(),
                 interface_address: link.interface_address,
-                group: link.group.ok_or_else(|| at("a multicast link needs `group`"))?,
+                group: link
+                    .group
+                    .ok_or_else(|| at("a multicast link needs `group`"))?,
                 port,
                 ttl: link.ttl.unwrap_or(1),
                 loopback: link.loopback.unwrap_or(false),
@@ -235,7 +249,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
                     .ok_or_else(|| at("a broadcast link needs `interface`"))?,
                 port,
             },
-            other => return Err(at(&format!("unknown kind `{other}`: expected unicast, multicast or broadcast"))),
+            other => {
+                return Err(at(&format!(
+                    "unknown kind `{other}`: expected unicast, multicast or broadcast"
+                )))
+            }
         });
     }
 
@@ -257,18 +275,26 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
                 convict_phi: d.convict_phi.unwrap_or(phi_defaults.convict_phi),
                 min_std_deviation_us: d
                     .min_std_deviation_ms
-                    .map_or(phi_defaults.min_std_deviation_us, |ms| crate::detector::us_from_f64(ms * 1_000.0)),
+                    .map_or(phi_defaults.min_std_deviation_us, |ms| {
+                        crate::detector::us_from_f64(ms * 1_000.0)
+                    }),
                 window: d.window.unwrap_or(phi_defaults.window),
                 min_loss: d.min_loss.unwrap_or(phi_defaults.min_loss),
             }),
             "deadline" => {
-                let dead_ms = d.dead_ms.ok_or_else(|| invalid("[detector] method \"deadline\" needs `dead_ms`".into()))?;
+                let dead_ms = d.dead_ms.ok_or_else(|| {
+                    invalid("[detector] method \"deadline\" needs `dead_ms`".into())
+                })?;
                 Method::Deadline {
                     warn_us: d.warn_ms.unwrap_or(dead_ms / 2) * 1_000,
                     dead_us: dead_ms * 1_000,
                 }
             }
-            other => return Err(invalid(format!("[detector] method `{other}`: expected \"phi\" or \"deadline\""))),
+            other => {
+                return Err(invalid(format!(
+                    "[detector] method `{other}`: expected \"phi\" or \"deadline\""
+                )))
+            }
         };
         if let Some(ms) = d.pause_tolerance_ms {
             config.detector.pause_tolerance_us = ms * 1_000;
@@ -389,7 +415,9 @@ command = ["/bin/true"]
     #[test]
     fn syntax_errors_name_the_file_and_line() {
         let text = SAMPLE.replace("interval_ms = 50", "interval_ms = \"fast\"");
-        let err = parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        let err = parse(&text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("node.toml:5: "), "{err}");
         assert!(err.contains("expected u64"), "{err}");
     }
@@ -397,20 +425,40 @@ command = ["/bin/true"]
     #[test]
     fn unknown_keys_are_errors() {
         let text = SAMPLE.replace("interval_ms = 50", "interval_msec = 50");
-        let err = parse(&text, Path::new("node.toml")).unwrap_err().to_string();
-        assert!(err.starts_with("node.toml:5: unknown field `interval_msec`"), "{err}");
+        let err = parse(&text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("node.toml:5: unknown field `interval_msec`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn semantic_errors_name_the_file_and_the_fix() {
         let text = SAMPLE.replace("node = \"beta\"", "node = \"gamma\"");
-        let err = parse(&text, Path::new("node.toml")).unwrap_err().to_string();
-        assert_eq!(err, "node.toml: this node `gamma` is not among [[nodes]] (alpha, beta)");
+        let err = parse(&text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "node.toml: this node `gamma` is not among [[nodes]] (alpha, beta)"
+        );
         let text = SAMPLE.replace("239.255.42.1", "10.0.0.1");
-        let err = parse(&text, Path::new("node.toml")).unwrap_err().to_string();
+        let err = parse(&text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("10.0.0.1 is not a multicast group"), "{err}");
-        let text = SAMPLE.replace("key = \"00112233445566778899aabbccddeeff\"", "key = \"0011\"");
-        let err = parse(&text, Path::new("node.toml")).unwrap_err().to_string();
-        assert!(err.contains("`key`: expected at least 32 hex digits"), "{err}");
+        let text = SAMPLE.replace(
+            "key = \"00112233445566778899aabbccddeeff\"",
+            "key = \"0011\"",
+        );
+        let err = parse(&text, Path::new("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`key`: expected at least 32 hex digits"),
+            "{err}"
+        );
     }
 }

@@ -370,7 +370,10 @@ mod tests {
         let (seen, after) = run_until_dead(&mut m, last);
         assert!(matches!(seen[0], PeerTransition::Suspected { .. }));
         assert_eq!(seen.last(), Some(&PeerTransition::Dead));
-        assert!(after <= 400_000, "convicted {after} µs after the last heartbeat");
+        assert!(
+            after <= 400_000,
+            "convicted {after} µs after the last heartbeat"
+        );
     }
 
     #[test]
@@ -426,7 +429,10 @@ mod tests {
         );
         // A longer one is convicted, once the tolerance has passed.
         let (_, after) = run_until_dead(&mut m, last + 1_500_000);
-        assert!((2_000_000..2_100_000).contains(&after.saturating_sub(ETA)), "after {after}");
+        assert!(
+            (2_000_000..2_100_000).contains(&after.saturating_sub(ETA)),
+            "after {after}"
+        );
     }
 
     #[test]

@@ -268,7 +268,8 @@ impl PhiAccrual {
     fn sample_timing(&mut self, elapsed_us: u64, gap: u64) {
         let eta = self.interval_us as f64;
         let residual = (elapsed_us as f64 - gap as f64 * eta).clamp(-eta, eta);
-        let weight = 1.0 / (self.timing_samples + TIMING_PRIOR + 1.0).min(f64::from(self.config.window));
+        let weight =
+            1.0 / (self.timing_samples + TIMING_PRIOR + 1.0).min(f64::from(self.config.window));
         let delta = residual - self.residual_mean_us;
         self.residual_mean_us += weight * delta;
         self.residual_var_us2 = (1.0 - weight) * (self.residual_var_us2 + weight * delta * delta);
@@ -418,6 +419,9 @@ mod tests {
         // The sender stalls 1.5 s, then resumes with the next sequence number.
         phi.arrival(4_000 * ETA + 1_500_000, 4_001, ETA);
         let (_, sd_after) = phi.timing_model_us();
-        assert!(sd_after < sd_before * 1.2 + 2_000.0, "{sd_before} → {sd_after}");
+        assert!(
+            sd_after < sd_before * 1.2 + 2_000.0,
+            "{sd_before} → {sd_after}"
+        );
     }
 }

@@ -230,7 +230,11 @@ mod tests {
                 configured: 1
             })
         );
-        assert_eq!(m.reply(2_000_200, last.target, last.seq), None, "answered once");
+        assert_eq!(
+            m.reply(2_000_200, last.target, last.seq),
+            None,
+            "answered once"
+        );
     }
 
     #[test]

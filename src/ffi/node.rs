@@ -181,8 +181,12 @@ fn invalid(function: &str, message: impl std::fmt::Display) -> Failure {
 }
 
 fn parse_ip(function: &str, argument: &str, text: &str) -> Result<IpAddr, Failure> {
-    text.parse()
-        .map_err(|_| invalid(function, format!("`{argument}` \"{text}\" is not an IP address")))
+    text.parse().map_err(|_| {
+        invalid(
+            function,
+            format!("`{argument}` \"{text}\" is not an IP address"),
+        )
+    })
 }
 
 /// A new configuration for cluster `cluster_name`, with defaults (50 ms
@@ -313,7 +317,10 @@ pub unsafe extern "C" fn perfplus_node_config_add_node(
             return Err(invalid(NAME, "`name` is empty"));
         }
         if c.nodes.iter().any(|n| n.id.0 == id || n.name == name) {
-            return Err(invalid(NAME, format!("node {id} `{name}`: the id or the name is already configured")));
+            return Err(invalid(
+                NAME,
+                format!("node {id} `{name}`: the id or the name is already configured"),
+            ));
         }
         c.nodes.push(NodeSpec {
             id: NodeId(id),
@@ -363,7 +370,13 @@ pub unsafe extern "C" fn perfplus_node_config_set_key(
         // SAFETY: the caller promises `len` readable bytes.
         let secret = unsafe { arg_bytes(secret, len, NAME, "secret") }?;
         if secret.len() < 16 {
-            return Err(invalid(NAME, format!("the secret is {} bytes; use at least 16 random bytes", secret.len())));
+            return Err(invalid(
+                NAME,
+                format!(
+                    "the secret is {} bytes; use at least 16 random bytes",
+                    secret.len()
+                ),
+            ));
         }
         c.key = ClusterKey::derive(secret);
         Ok(())
@@ -394,13 +407,18 @@ pub unsafe extern "C" fn perfplus_node_config_add_unicast_link(
             None
         } else {
             // SAFETY: non-NULL, the caller promises a valid string.
-            Some(parse_ip(NAME, "bind_address", unsafe { arg_str(bind_address, NAME, "bind_address") }?)?)
+            Some(parse_ip(NAME, "bind_address", unsafe {
+                arg_str(bind_address, NAME, "bind_address")
+            }?)?)
         };
         if peers.is_null() {
             return Err(Failure::null_argument(NAME, "peers"));
         }
         if peer_count == 0 {
-            return Err(invalid(NAME, "`peer_count` is 0: a unicast link needs peers"));
+            return Err(invalid(
+                NAME,
+                "`peer_count` is 0: a unicast link needs peers",
+            ));
         }
         // SAFETY: the caller promises `peer_count` pointers.
         let list = unsafe { std::slice::from_raw_parts(peers, peer_count) };
@@ -412,7 +430,12 @@ pub unsafe extern "C" fn perfplus_node_config_add_unicast_link(
             let address = text
                 .parse::<SocketAddr>()
                 .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port)))
-                .map_err(|_| invalid(NAME, format!("`{argument}` \"{text}\" is not an IP address or address:port")))?;
+                .map_err(|_| {
+                    invalid(
+                        NAME,
+                        format!("`{argument}` \"{text}\" is not an IP address or address:port"),
+                    )
+                })?;
             addresses.push(address);
         }
         c.links.push(LinkConfig::Unicast {
@@ -447,7 +470,12 @@ pub unsafe extern "C" fn perfplus_node_config_add_multicast_link(
         let text = unsafe { arg_str(group, NAME, "group") }?;
         let group = match parse_ip(NAME, "group", text)? {
             IpAddr::V4(g) if g.is_multicast() => g,
-            _ => return Err(invalid(NAME, format!("`group` \"{text}\" is not an IPv4 multicast group"))),
+            _ => {
+                return Err(invalid(
+                    NAME,
+                    format!("`group` \"{text}\" is not an IPv4 multicast group"),
+                ))
+            }
         };
         let interface_address = if interface_address.is_null() {
             None
@@ -511,7 +539,10 @@ pub unsafe extern "C" fn perfplus_node_config_set_interval_ms(
     const NAME: &str = "perfplus_node_config_set_interval_ms";
     let body = |c: &mut NodeConfig| {
         if interval_ms == 0 || interval_ms > u32::from(u16::MAX) {
-            return Err(invalid(NAME, format!("interval {interval_ms} ms is outside 1..=65535")));
+            return Err(invalid(
+                NAME,
+                format!("interval {interval_ms} ms is outside 1..=65535"),
+            ));
         }
         c.interval_ms = u64::from(interval_ms);
         Ok(())
@@ -686,7 +717,8 @@ fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
                 incarnation,
             } => {
                 e.kind = K::PERFPLUS_EVENT_MEMBER_RESTARTED;
-                (e.node, e.incarnation, e.previous_incarnation) = (node.0, incarnation.0, previous.0);
+                (e.node, e.incarnation, e.previous_incarnation) =
+                    (node.0, incarnation.0, previous.0);
             }
             Event::LinkDown { node, link: l } => {
                 e.kind = K::PERFPLUS_EVENT_LINK_DOWN;
@@ -698,7 +730,8 @@ fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
             }
             Event::HealthChanged { node, health } => {
                 e.kind = K::PERFPLUS_EVENT_HEALTH_CHANGED;
-                (e.node, e.ping_reachable, e.ping_configured) = (node.0, health.reachable, health.configured);
+                (e.node, e.ping_reachable, e.ping_configured) =
+                    (node.0, health.reachable, health.configured);
             }
             Event::ViewChanged { epoch, members, .. } => {
                 e.kind = K::PERFPLUS_EVENT_VIEW_CHANGED;

@@ -215,13 +215,11 @@ impl Membership {
         let interval_us = config.interval_ms * 1_000;
         let mut specs = config.nodes.clone();
         specs.sort_by_key(|n| n.id);
-        let local_spec = specs
-            .iter()
-            .find(|n| n.id == config.local)
-            .cloned()
-            .ok_or(MembershipError::LocalNotConfigured {
+        let local_spec = specs.iter().find(|n| n.id == config.local).cloned().ok_or(
+            MembershipError::LocalNotConfigured {
                 local: config.local,
-            })?;
+            },
+        )?;
         let peers = specs
             .into_iter()
             .filter(|n| n.id != config.local)

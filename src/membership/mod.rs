@@ -31,10 +31,10 @@ mod quorum;
 pub mod sim;
 mod types;
 
-pub use self::core::{Fencing, MemberInfo, Membership, MembershipConfig, MembershipStats, NodeSpec};
-pub use types::{
-    Event, Heartbeat, Incarnation, MemberState, NodeId, Output, Quorum, QuorumReason,
+pub use self::core::{
+    Fencing, MemberInfo, Membership, MembershipConfig, MembershipStats, NodeSpec,
 };
+pub use types::{Event, Heartbeat, Incarnation, MemberState, NodeId, Output, Quorum, QuorumReason};
 
 /// A membership configuration that cannot work.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -158,9 +158,18 @@ impl Default for NetworkModel {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum What {
-    Wake { node: usize, token: u64 },
-    Deliver { to: usize, link: usize, hb: HeartbeatKey },
-    Resume { node: usize },
+    Wake {
+        node: usize,
+        token: u64,
+    },
+    Deliver {
+        to: usize,
+        link: usize,
+        hb: HeartbeatKey,
+    },
+    Resume {
+        node: usize,
+    },
 }
 
 /// A heartbeat in flight (ordered for the queue; content kept apart).
@@ -327,7 +336,11 @@ impl Cluster {
     pub fn start(&mut self, node: usize) {
         let entry = &mut self.nodes[node];
         entry.incarnation += 1;
-        let core = Membership::new(entry.config.clone(), Incarnation(entry.incarnation), self.now_us);
+        let core = Membership::new(
+            entry.config.clone(),
+            Incarnation(entry.incarnation),
+            self.now_us,
+        );
         entry.core = core.ok();
         entry.paused = false;
         entry.wake_token += 1;
@@ -353,7 +366,13 @@ impl Cluster {
     }
 
     /// Node `node`'s fencing device answers for `target`'s `incarnation`.
-    pub fn fence_result(&mut self, node: usize, target: NodeId, incarnation: Incarnation, ok: bool) {
+    pub fn fence_result(
+        &mut self,
+        node: usize,
+        target: NodeId,
+        incarnation: Incarnation,
+        ok: bool,
+    ) {
         let now = self.now_us;
         let mut out = std::mem::take(&mut self.out);
         if let Some(core) = self.nodes[node].core.as_mut() {

@@ -41,9 +41,12 @@ pub(crate) fn open(index: usize, link: &LinkConfig) -> Result<Link, NodeError> {
                 .set_reuse_address(true)
                 .map_err(|e| fail("set SO_REUSEADDR", e))?;
             if let Some(name) = interface {
-                socket
-                    .bind_device(Some(name.as_bytes()))
-                    .map_err(|e| fail(&format!("bind to interface {name} (needs root or CAP_NET_RAW)"), e))?;
+                socket.bind_device(Some(name.as_bytes())).map_err(|e| {
+                    fail(
+                        &format!("bind to interface {name} (needs root or CAP_NET_RAW)"),
+                        e,
+                    )
+                })?;
             }
             socket
                 .bind(&local.into())
@@ -74,10 +77,16 @@ pub(crate) fn open(index: usize, link: &LinkConfig) -> Result<Link, NodeError> {
                     .map_err(|e| fail(&format!("send multicast from {addr}"), e))?;
                 InterfaceIndexOrAddress::Address(*addr)
             } else if let Some(name) = interface {
-                socket
-                    .bind_device(Some(name.as_bytes()))
-                    .map_err(|e| fail(&format!("bind to interface {name} (needs root or CAP_NET_RAW)"), e))?;
-                InterfaceIndexOrAddress::Index(interface_index(name).map_err(|e| fail(&format!("find interface {name}"), e))?)
+                socket.bind_device(Some(name.as_bytes())).map_err(|e| {
+                    fail(
+                        &format!("bind to interface {name} (needs root or CAP_NET_RAW)"),
+                        e,
+                    )
+                })?;
+                InterfaceIndexOrAddress::Index(
+                    interface_index(name)
+                        .map_err(|e| fail(&format!("find interface {name}"), e))?,
+                )
             } else {
                 InterfaceIndexOrAddress::Address(Ipv4Addr::UNSPECIFIED)
             };
@@ -110,13 +119,23 @@ pub(crate) fn open(index: usize, link: &LinkConfig) -> Result<Link, NodeError> {
                 .map_err(|e| fail("allow broadcast", e))?;
             socket
                 .bind_device(Some(interface.as_bytes()))
-                .map_err(|e| fail(&format!("bind to interface {interface} (needs root or CAP_NET_RAW)"), e))?;
+                .map_err(|e| {
+                    fail(
+                        &format!("bind to interface {interface} (needs root or CAP_NET_RAW)"),
+                        e,
+                    )
+                })?;
             let local = SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *port);
             socket
                 .bind(&local.into())
                 .map_err(|e| fail(&format!("bind to {local}"), e))?;
             let to = SocketAddr::new(Ipv4Addr::BROADCAST.into(), *port);
-            finish(socket, vec![to], format!("broadcast {interface}:{port}"), index)
+            finish(
+                socket,
+                vec![to],
+                format!("broadcast {interface}:{port}"),
+                index,
+            )
         }
     }
 }

@@ -274,7 +274,11 @@ impl Node {
             cluster: config.cluster_id(),
             key: config.key.clone(),
             fence_command: config.fence_command.clone(),
-            names: config.nodes.iter().map(|n| (n.id, n.name.clone())).collect(),
+            names: config
+                .nodes
+                .iter()
+                .map(|n| (n.id, n.name.clone()))
+                .collect(),
             clock,
             shared,
             to_events,
@@ -478,17 +482,19 @@ impl CoreLoop {
             let now = self.clock.now_us();
             let timeout = Duration::from_micros(wake_at.saturating_sub(now));
             match inbox.recv_timeout(timeout) {
-                Ok(Msg::Packet { link, at_us, bytes }) => match self.receiver.accept(&bytes, link) {
-                    Ok(hb) => self.core.heartbeat(at_us, link, &hb, &mut out),
-                    Err(Dropped::ForeignCluster(id)) if !self.warned_foreign => {
-                        self.warned_foreign = true;
-                        let _ = self.to_events.send(NodeEvent::Warning(format!(
+                Ok(Msg::Packet { link, at_us, bytes }) => {
+                    match self.receiver.accept(&bytes, link) {
+                        Ok(hb) => self.core.heartbeat(at_us, link, &hb, &mut out),
+                        Err(Dropped::ForeignCluster(id)) if !self.warned_foreign => {
+                            self.warned_foreign = true;
+                            let _ = self.to_events.send(NodeEvent::Warning(format!(
                             "authentic heartbeats on link {link} carry cluster id {:#010x}, this node's is {:#010x}: the cluster name or node list differs between nodes",
                             id.0, self.cluster.0
                         )));
+                        }
+                        Err(_) => {}
                     }
-                    Err(_) => {}
-                },
+                }
                 Ok(Msg::PingReply { target, seq, at_us }) => {
                     if let Some(health) = self.ping.reply(at_us, target, seq) {
                         self.core.set_local_health(at_us, health, &mut out);

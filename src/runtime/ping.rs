@@ -19,9 +19,16 @@ pub(crate) type Reply = (usize, u16);
 
 enum Kind {
     /// ICMP echo over a ping socket (`header` false) or a raw socket.
-    Icmp { socket: UdpSocket, raw: bool, id: u16 },
+    Icmp {
+        socket: UdpSocket,
+        raw: bool,
+        id: u16,
+    },
     /// One connected UDP socket per target.
-    Udp { sockets: Vec<Option<UdpSocket>>, last_seq: Vec<u16> },
+    Udp {
+        sockets: Vec<Option<UdpSocket>>,
+        last_seq: Vec<u16>,
+    },
     /// TCP connect to a port.
     Tcp { port: u16, timeout: Duration },
 }
@@ -35,19 +42,31 @@ pub(crate) struct Prober {
 impl Prober {
     /// Open probing for `targets` with `method`; also says which method is
     /// in use, for the log.
-    pub(crate) fn open(method: PingMethod, targets: Vec<IpAddr>, timeout: Duration) -> std::io::Result<(Self, &'static str)> {
+    pub(crate) fn open(
+        method: PingMethod,
+        targets: Vec<IpAddr>,
+        timeout: Duration,
+    ) -> std::io::Result<(Self, &'static str)> {
         let icmp = || -> std::io::Result<(Kind, &'static str)> {
             let id = u16::try_from(std::process::id() & 0xffff).unwrap_or(0);
-            let (socket, raw, name) = match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
-                Ok(s) => (s, false, "ICMP echo (ping socket)"),
-                Err(_) => (
-                    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?,
-                    true,
-                    "ICMP echo (raw socket)",
-                ),
-            };
+            let (socket, raw, name) =
+                match Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::ICMPV4)) {
+                    Ok(s) => (s, false, "ICMP echo (ping socket)"),
+                    Err(_) => (
+                        Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?,
+                        true,
+                        "ICMP echo (raw socket)",
+                    ),
+                };
             socket.set_read_timeout(Some(Duration::from_millis(20)))?;
-            Ok((Kind::Icmp { socket: socket.into(), raw, id }, name))
+            Ok((
+                Kind::Icmp {
+                    socket: socket.into(),
+                    raw,
+                    id,
+                },
+                name,
+            ))
         };
         let udp = |targets: &[IpAddr]| -> std::io::Result<(Kind, &'static str)> {
             let mut sockets = Vec::new();
@@ -137,7 +156,9 @@ impl Prober {
                     }
                     socket.set_read_timeout(Some(Duration::from_millis(1))).ok();
                 }
-                socket.set_read_timeout(Some(Duration::from_millis(20))).ok();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .ok();
             }
             Kind::Udp { sockets, last_seq } => {
                 let mut buf = [0u8; 64];

@@ -131,7 +131,9 @@ impl ClusterId {
             hash.update(node.as_bytes());
         }
         let digest = hash.finalize();
-        Self(u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]))
+        Self(u32::from_be_bytes([
+            digest[0], digest[1], digest[2], digest[3],
+        ]))
     }
 }
 
@@ -140,7 +142,8 @@ pub fn encode(cluster: ClusterId, hb: &Heartbeat, key: &ClusterKey) -> [u8; PACK
     let mut out = [0u8; PACKET_LEN];
     out[0..2].copy_from_slice(&MAGIC);
     out[2] = VERSION;
-    out[3] = (if hb.quorate { FLAG_QUORATE } else { 0 }) | (if hb.leaving { FLAG_LEAVING } else { 0 });
+    out[3] =
+        (if hb.quorate { FLAG_QUORATE } else { 0 }) | (if hb.leaving { FLAG_LEAVING } else { 0 });
     out[4..8].copy_from_slice(&cluster.0.to_be_bytes());
     out[8..10].copy_from_slice(&hb.from.0.to_be_bytes());
     out[10..12].copy_from_slice(&hb.interval_ms.to_be_bytes());
@@ -304,13 +307,19 @@ mod tests {
         hb.health.reachable = 5;
         assert!(matches!(
             decode(&encode(ClusterId(1), &hb, &key()), &key()),
-            Err(WireError::Field { field: "health", .. })
+            Err(WireError::Field {
+                field: "health",
+                ..
+            })
         ));
         let mut hb = sample();
         hb.from = NodeId(0);
         assert!(matches!(
             decode(&encode(ClusterId(1), &hb, &key()), &key()),
-            Err(WireError::Field { field: "node id", .. })
+            Err(WireError::Field {
+                field: "node id",
+                ..
+            })
         ));
     }
 

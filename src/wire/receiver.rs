@@ -68,7 +68,11 @@ impl Window {
     fn accept(&mut self, seq: u64) -> bool {
         if !self.any || seq > self.highest {
             let shift = if self.any { seq - self.highest } else { WINDOW };
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.highest = seq;
             self.any = true;
@@ -284,15 +288,24 @@ mod tests {
     fn stale_incarnation_is_dropped_and_a_newer_one_resets() {
         let mut r = receiver();
         assert!(r.accept(&packet(2, 5, 100), 0).is_ok());
-        assert!(r.accept(&packet(2, 6, 1), 0).is_ok(), "restart: seq starts over");
-        assert_eq!(r.accept(&packet(2, 5, 101), 0), Err(Dropped::StaleIncarnation));
+        assert!(
+            r.accept(&packet(2, 6, 1), 0).is_ok(),
+            "restart: seq starts over"
+        );
+        assert_eq!(
+            r.accept(&packet(2, 5, 101), 0),
+            Err(Dropped::StaleIncarnation)
+        );
         assert_eq!(r.stats().stale_incarnation, 1);
     }
 
     #[test]
     fn unknown_own_and_foreign_packets_are_counted_apart() {
         let mut r = receiver();
-        assert_eq!(r.accept(&packet(9, 1, 1), 0), Err(Dropped::UnknownNode(NodeId(9))));
+        assert_eq!(
+            r.accept(&packet(9, 1, 1), 0),
+            Err(Dropped::UnknownNode(NodeId(9)))
+        );
         assert_eq!(r.accept(&packet(1, 1, 1), 0), Err(Dropped::Own));
         let mut other = Receiver::new(ClusterId(5), key(), NodeId(1), [NodeId(2)], 1);
         assert_eq!(
@@ -301,7 +314,10 @@ mod tests {
         );
         let mut forged = packet(2, 1, 1);
         forged[30] ^= 1;
-        assert!(matches!(r.accept(&forged, 0), Err(Dropped::Invalid(WireError::Authentication))));
+        assert!(matches!(
+            r.accept(&forged, 0),
+            Err(Dropped::Invalid(WireError::Authentication))
+        ));
         let stats = r.stats();
         assert_eq!(
             (stats.unknown_node, stats.own, stats.bad_authentication),

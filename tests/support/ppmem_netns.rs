@@ -5,8 +5,6 @@
 //! Shared by `tests/membership_netns.rs` and `benches/detection.rs`.
 //! Everything it creates is removed on drop, also after a failure.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -45,7 +43,9 @@ pub fn unavailable() -> Option<String> {
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            return Some(format!("`{tool}` is missing (apt-get install iproute2 nftables)"));
+            return Some(format!(
+                "`{tool}` is missing (apt-get install iproute2 nftables)"
+            ));
         }
     }
     None
@@ -70,7 +70,13 @@ pub struct Lab {
 impl Lab {
     /// `nodes` namespaces `ppmem-<tag>-<i>` (i from 1) on 10.201.<subnet>.i,
     /// running `binary` (the hanode example) with configs in `dir`.
-    pub fn new(tag: &str, subnet: u8, nodes: usize, binary: &Path, dir: &Path) -> Result<Lab, String> {
+    pub fn new(
+        tag: &str,
+        subnet: u8,
+        nodes: usize,
+        binary: &Path,
+        dir: &Path,
+    ) -> Result<Lab, String> {
         let lab = Lab {
             tag: tag.to_string(),
             subnet,
@@ -85,14 +91,35 @@ impl Lab {
         sh(&["ip", "-n", &router, "link", "set", "lo", "up"])?;
         sh(&["ip", "-n", &router, "link", "add", "br0", "type", "bridge"])?;
         sh(&["ip", "-n", &router, "link", "set", "br0", "up"])?;
-        sh(&["ip", "-n", &router, "addr", "add", &format!("10.201.{subnet}.254/24"), "dev", "br0"])?;
+        sh(&[
+            "ip",
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("10.201.{subnet}.254/24"),
+            "dev",
+            "br0",
+        ])?;
         for i in 1..=nodes {
             let ns = lab.ns(i);
             let (inner, outer) = lab.veth(i);
             sh(&["ip", "netns", "add", &ns])?;
             sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
-            sh(&["ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer, "netns", &router])?;
-            sh(&["ip", "-n", &ns, "addr", "add", &format!("10.201.{subnet}.{i}/24"), "dev", &inner])?;
+            sh(&[
+                "ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
+                "netns", &router,
+            ])?;
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.201.{subnet}.{i}/24"),
+                "dev",
+                &inner,
+            ])?;
             sh(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
             sh(&["ip", "-n", &router, "link", "set", &outer, "master", "br0"])?;
             sh(&["ip", "-n", &router, "link", "set", &outer, "up"])?;
@@ -172,7 +199,11 @@ impl Lab {
             }
         });
         let stdin = child.stdin.take();
-        self.procs[i - 1] = Some(Proc { child, stdin, lines });
+        self.procs[i - 1] = Some(Proc {
+            child,
+            stdin,
+            lines,
+        });
         Ok(())
     }
 
@@ -223,7 +254,13 @@ impl Lab {
 
     /// Wait until node `i` printed a line containing every word of `words`
     /// (after the first `skip` lines); the line.
-    pub fn wait_line(&self, i: usize, skip: usize, words: &[&str], timeout: Duration) -> Option<String> {
+    pub fn wait_line(
+        &self,
+        i: usize,
+        skip: usize,
+        words: &[&str],
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(l) = self
@@ -246,27 +283,56 @@ impl Lab {
     /// `sch_netem`, and for i.i.d. loss the two are the same). 0 removes it.
     pub fn loss(&self, i: usize, per_mille: u32) -> Result<(), String> {
         let ns = self.ns(i);
-        let _ = sh(&["ip", "netns", "exec", &ns, "nft", "delete", "table", "inet", "ppmem"]);
+        let _ = sh(&[
+            "ip", "netns", "exec", &ns, "nft", "delete", "table", "inet", "ppmem",
+        ]);
         if per_mille == 0 {
             return Ok(());
         }
-        sh(&["ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "ppmem"])?;
-        sh(&["ip", "netns", "exec", &ns, "nft", "add chain inet ppmem out { type filter hook output priority 0 ; }"])?;
-        let rule = format!("add rule inet ppmem out meta l4proto udp numgen random mod 1000 < {per_mille} drop");
+        sh(&[
+            "ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "ppmem",
+        ])?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "add chain inet ppmem out { type filter hook output priority 0 ; }",
+        ])?;
+        let rule = format!(
+            "add rule inet ppmem out meta l4proto udp numgen random mod 1000 < {per_mille} drop"
+        );
         sh(&["ip", "netns", "exec", &ns, "nft", &rule])
     }
 
     /// Take node `i`'s interface down (or up).
     pub fn link(&self, i: usize, up: bool) -> Result<(), String> {
         let (inner, _) = self.veth(i);
-        sh(&["ip", "-n", &self.ns(i), "link", "set", &inner, if up { "up" } else { "down" }])
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns(i),
+            "link",
+            "set",
+            &inner,
+            if up { "up" } else { "down" },
+        ])
     }
 
     /// Make the router unreachable from node `i` (a blackhole route), or
     /// reachable again: its uplink is gone while its heartbeat link works.
     pub fn lose_uplink(&self, i: usize, lost: bool) -> Result<(), String> {
         let target = format!("{}/32", self.router_address());
-        sh(&["ip", "-n", &self.ns(i), "route", if lost { "add" } else { "del" }, "blackhole", &target])
+        sh(&[
+            "ip",
+            "-n",
+            &self.ns(i),
+            "route",
+            if lost { "add" } else { "del" },
+            "blackhole",
+            &target,
+        ])
     }
 
     fn remove_namespaces(&self) {
@@ -291,7 +357,11 @@ impl Drop for Lab {
 
 /// The `t=` timestamp (µs since the epoch) of a hanode line.
 pub fn time_us(line: &str) -> Option<u128> {
-    line.strip_prefix("t=")?.split_whitespace().next()?.parse().ok()
+    line.strip_prefix("t=")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// A `key=value` field of a hanode line.
