@@ -35,15 +35,6 @@
 // Patch version; a test checks it against `Cargo.toml`.
 #define PERFPLUS_VERSION_PATCH 0
 
-// The version this code writes and reads.
-#define VERSION 1
-
-// Length of a version-1 packet.
-#define PACKET_LEN 70
-
-// Length of the truncated HMAC tag.
-#define TAG_LEN 16
-
 // The outcome of a call into perfplus.
 //
 // | range | group |
@@ -86,6 +77,9 @@ enum perfplus_result
     PERFPLUS_RESULT_CONNECTION_LOST = 202,
     // An address could not be parsed, resolved or bound.
     PERFPLUS_RESULT_ADDRESS = 203,
+    // A blocking call was interrupted by a signal before it had a result;
+    // nothing was lost: handle the signal and call again.
+    PERFPLUS_RESULT_INTERRUPTED = 204,
     // No hypervisor on this host (e.g. cannot open /dev/xen/privcmd).
     PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE = 300,
     // A hypervisor library could not be loaded; the message names the package.
@@ -174,6 +168,44 @@ typedef enum {
     // Left cleanly.
     PERFPLUS_MEMBER_LEFT = 4,
 } perfplus_member_state;
+
+// The counters of a medium, for `perfplus_medium_read_counter`.
+enum perfplus_medium_counter
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+    // Payloads sent (each on every link).
+    PERFPLUS_MEDIUM_COUNTER_SENT = 0,
+    // Sends that failed on one link.
+    PERFPLUS_MEDIUM_COUNTER_SEND_ERRORS = 1,
+    // Payloads delivered by `perfplus_medium_recv`.
+    PERFPLUS_MEDIUM_COUNTER_DELIVERED = 2,
+    // Copies of an already delivered payload (from another link), dropped.
+    PERFPLUS_MEDIUM_COUNTER_DUPLICATES = 3,
+    // Frames that failed authentication (wrong key or altered), dropped.
+    PERFPLUS_MEDIUM_COUNTER_AUTH_FAILURES = 4,
+    // Datagrams that are no frame of ours, dropped.
+    PERFPLUS_MEDIUM_COUNTER_MALFORMED = 5,
+    // Replayed frames (older incarnation or sequence number), dropped.
+    PERFPLUS_MEDIUM_COUNTER_REPLAYS = 6,
+    // Datagrams from an address that is no configured link, dropped.
+    PERFPLUS_MEDIUM_COUNTER_UNKNOWN_SOURCE = 7,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum perfplus_medium_counter perfplus_medium_counter;
+#else
+typedef uint32_t perfplus_medium_counter;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// An open medium (opaque).
+typedef struct perfplus_medium perfplus_medium;
+
+// The configuration of a medium (opaque; build it with the
+// `perfplus_medium_config_*` functions).
+typedef struct perfplus_medium_config perfplus_medium_config;
 
 // A running (or stopped) cluster node (opaque).
 typedef struct perfplus_node perfplus_node;
@@ -264,6 +296,128 @@ extern "C" {
 // `buf` must point to `len` writable bytes and `out_len` to a writable
 // `size_t`, or be NULL.
 perfplus_result perfplus_last_error(char *buf, size_t len, size_t *out_len);
+
+// Create an empty medium configuration in `*out`.
+//
+// # Safety
+// `out` must be NULL or writable.
+perfplus_result perfplus_medium_config_new(perfplus_medium_config **out);
+
+// Set this node's name (1 to 64 bytes; Heartbeat plugins pass `uname -n`).
+// Frames carrying our own name are ignored when they loop back.
+//
+// # Safety
+// `config` must be NULL or a live configuration; `node` NULL or a
+// NUL-terminated string.
+perfplus_result perfplus_medium_config_set_node(perfplus_medium_config *config, const char *node);
+
+// Set the cluster key: `len` bytes at `key`, at least 16.
+//
+// # Safety
+// `config` must be NULL or a live configuration; `key` NULL or `len`
+// readable bytes.
+perfplus_result perfplus_medium_config_set_key(perfplus_medium_config *config, const uint8_t *key, size_t len);
+
+// Read the cluster key from a file only its owner can read (mode 600, like
+// `authkeys`); a trailing newline is not part of the key. At least 16 bytes.
+//
+// # Safety
+// `config` must be NULL or a live configuration; `path` NULL or a
+// NUL-terminated string.
+perfplus_result perfplus_medium_config_set_key_file(perfplus_medium_config *config, const char *path);
+
+// Set the local UDP port (default 7940), used on every link.
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+perfplus_result perfplus_medium_config_set_port(perfplus_medium_config *config, uint16_t port);
+
+// Add a link: the peer's address on it, `"10.0.1.2:7940"`, or `"10.0.1.2"`
+// for the same port as ours. Links are numbered from 0 in the order added;
+// a datagram belongs to the link whose peer address it comes from.
+//
+// # Safety
+// `config` must be NULL or a live configuration; `peer` NULL or a
+// NUL-terminated string.
+perfplus_result perfplus_medium_config_add_link(perfplus_medium_config *config, const char *peer);
+
+// A link is reported down after `timeout_ms` without an authentic frame
+// (default 2000).
+//
+// # Safety
+// `config` must be NULL or a live configuration.
+perfplus_result perfplus_medium_config_set_link_timeout_ms(perfplus_medium_config *config, uint32_t timeout_ms);
+
+// Free a configuration (NULL is a no-op). Open media do not need it.
+//
+// # Safety
+// `config` must be NULL or a live configuration, not used afterwards.
+void perfplus_medium_config_free(perfplus_medium_config *config);
+
+// Open a medium: bind the UDP port. Starts no thread; safe before `fork()`.
+// Needs a node name, a key and at least one link.
+//
+// # Safety
+// `config` must be NULL or a live configuration; `out` NULL or writable.
+perfplus_result perfplus_medium_open(const perfplus_medium_config *config, perfplus_medium **out);
+
+// Send `len` bytes at `buf` on every link as one authenticated frame.
+// Succeeds if at least one link took it (`PERFPLUS_RESULT_IO` if none did).
+//
+// # Safety
+// `medium` must be NULL or a live medium; `buf` NULL (only with `len` 0)
+// or `len` readable bytes.
+perfplus_result perfplus_medium_send(perfplus_medium *medium, const uint8_t *buf, size_t len);
+
+// Wait up to `timeout_ms` for the next payload (blocking, in this thread)
+// and copy it to `buf`; `*out_len` gets its length. Returns
+// `PERFPLUS_RESULT_TIMEOUT` if none came, `PERFPLUS_RESULT_INTERRUPTED` if
+// a signal came first, `PERFPLUS_RESULT_BUFFER_TOO_SMALL` if it did not fit
+// `capacity` (it is dropped). Duplicates, replays,
+// forgeries and strangers are counted and skipped, never returned.
+//
+// # Safety
+// `medium` must be NULL or a live medium; `buf` NULL or `capacity`
+// writable bytes; `out_len` NULL or writable.
+perfplus_result perfplus_medium_recv(perfplus_medium *medium, uint8_t *buf, size_t capacity, size_t *out_len, uint32_t timeout_ms);
+
+// The number of links in `*out`.
+//
+// # Safety
+// `medium` must be NULL or a live medium; `out` NULL or writable.
+perfplus_result perfplus_medium_link_count(const perfplus_medium *medium, size_t *out);
+
+// Health of link `index`, as seen by the process that receives: `*out_up`
+// is true while authentic frames arrive on it (within the link timeout);
+// `*out_silent_ms` is the time since the last one, `UINT64_MAX` if none
+// ever came.
+//
+// # Safety
+// `medium` must be NULL or a live medium; the out-pointers NULL or writable.
+perfplus_result perfplus_medium_link_status(const perfplus_medium *medium, size_t index, bool *out_up, uint64_t *out_silent_ms);
+
+// The peer address of link `index` as text (`"10.0.1.2:7940"`), written
+// like `perfplus_last_error` writes: at most `len - 1` bytes and a NUL;
+// `*out_len` gets the full length.
+//
+// # Safety
+// `medium` must be NULL or a live medium; `buf` NULL or `len` writable
+// bytes; `out_len` NULL or writable.
+perfplus_result perfplus_medium_link_name(const perfplus_medium *medium, size_t index, char *buf, size_t len, size_t *out_len);
+
+// The value of one counter (a `perfplus_medium_counter`) in `*out`.
+// Counters belong to the process: after a fork each process counts its own.
+//
+// # Safety
+// `medium` must be NULL or a live medium; `out` NULL or writable.
+perfplus_result perfplus_medium_read_counter(const perfplus_medium *medium, uint32_t counter, uint64_t *out);
+
+// Close the socket and free the medium (NULL is a no-op). After a fork,
+// each process frees its own copy.
+//
+// # Safety
+// `medium` must be NULL or a live medium, not used afterwards.
+void perfplus_medium_free(perfplus_medium *medium);
 
 // A new configuration for cluster `cluster_name`, with defaults (50 ms
 // heartbeats, phi detector, fencing required) and no nodes, links or key

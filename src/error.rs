@@ -4,6 +4,7 @@
 //! (`ffi::error::Failure::from`).
 
 use crate::backend::BackendError;
+use crate::medium::MediumError;
 
 /// Any perfplus failure.
 #[derive(Debug, thiserror::Error)]
@@ -17,4 +18,7 @@ pub enum Error {
     /// A cluster node could not start.
     #[error(transparent)]
     Node(#[from] crate::runtime::NodeError),
+    /// The redundant authenticated medium failed.
+    #[error(transparent)]
+    Medium(#[from] MediumError),
 }

@@ -18,10 +18,18 @@
 pub mod backend;
 pub mod config;
 pub mod detector;
+/// cbindgen:ignore
+pub mod driver;
 mod error;
 pub mod ffi;
+/// cbindgen:ignore
+pub mod heartbeat;
+/// cbindgen:ignore
+pub mod medium;
 pub mod membership;
+pub mod orchestrator;
 pub mod runtime;
+/// cbindgen:ignore
 pub mod wire;
 
 pub use error::Error;

@@ -63,6 +63,17 @@ impl From<crate::Error> for Failure {
                     N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
                 }
             }
+            crate::Error::Medium(e) => {
+                use crate::medium::MediumError as M;
+                match e {
+                    M::Config(_) | M::KeyFile { .. } => R::PERFPLUS_RESULT_INVALID_CONFIG,
+                    M::Bind { .. } => R::PERFPLUS_RESULT_ADDRESS,
+                    M::PayloadTooLarge { .. } => R::PERFPLUS_RESULT_INVALID_ARGUMENT,
+                    M::SendFailed { .. } | M::Receive(_) => R::PERFPLUS_RESULT_IO,
+                    M::Interrupted => R::PERFPLUS_RESULT_INTERRUPTED,
+                    M::BufferTooSmall { .. } => R::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
+                }
+            }
         };
         // The whole chain of causes, so C callers see the root cause too.
         let mut message = error.to_string();

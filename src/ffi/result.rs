@@ -49,6 +49,9 @@ pub enum perfplus_result {
     PERFPLUS_RESULT_CONNECTION_LOST = 202,
     /// An address could not be parsed, resolved or bound.
     PERFPLUS_RESULT_ADDRESS = 203,
+    /// A blocking call was interrupted by a signal before it had a result;
+    /// nothing was lost: handle the signal and call again.
+    PERFPLUS_RESULT_INTERRUPTED = 204,
 
     /// No hypervisor on this host (e.g. cannot open /dev/xen/privcmd).
     PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE = 300,
@@ -100,6 +103,7 @@ impl perfplus_result {
         Self::PERFPLUS_RESULT_TIMEOUT,
         Self::PERFPLUS_RESULT_CONNECTION_LOST,
         Self::PERFPLUS_RESULT_ADDRESS,
+        Self::PERFPLUS_RESULT_INTERRUPTED,
         Self::PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE,
         Self::PERFPLUS_RESULT_HYPERVISOR_LIBRARY,
         Self::PERFPLUS_RESULT_HYPERVISOR_VERSION,
@@ -131,6 +135,7 @@ impl perfplus_result {
             Self::PERFPLUS_RESULT_TIMEOUT => c"PERFPLUS_RESULT_TIMEOUT",
             Self::PERFPLUS_RESULT_CONNECTION_LOST => c"PERFPLUS_RESULT_CONNECTION_LOST",
             Self::PERFPLUS_RESULT_ADDRESS => c"PERFPLUS_RESULT_ADDRESS",
+            Self::PERFPLUS_RESULT_INTERRUPTED => c"PERFPLUS_RESULT_INTERRUPTED",
             Self::PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE => {
                 c"PERFPLUS_RESULT_HYPERVISOR_UNAVAILABLE"
             }

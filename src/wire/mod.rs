@@ -1,7 +1,8 @@
-//! Packet codecs for bytes that come from the network.
+//! Packet codecs for bytes that come from the network: strict and bounded.
 //!
 //! - [`heartbeat`]: the perfplus heartbeat packet (drawn in its module
 //!   docs), HMAC-SHA256 authenticated.
+//! - [`hb3`]: the Heartbeat 3 wire codec.
 //! - [`Receiver`]: what stands between a socket and the membership core:
 //!   decodes, then drops and counts packets from other clusters, unknown
 //!   nodes, this node itself, stale incarnations and replays.
@@ -11,6 +12,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod hb3;
 pub mod heartbeat;
 mod receiver;
 

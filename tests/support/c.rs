@@ -16,12 +16,38 @@ pub enum Linkage {
     Static,
 }
 
-/// Compile `examples/c/<name>.c` (plus `extra_sources`) and return the binary.
-pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
+/// The directory holding the libraries `cargo test` built.
+pub fn lib_dir() -> PathBuf {
     // `cargo test` builds the cdylib and staticlib next to the test
     // binaries (target/<profile>/deps); only `cargo build` copies them up.
-    let lib_dir = profile_dir().join("deps");
-    let out_dir = scratch_dir(&format!("c-{name}-{linkage:?}"));
+    profile_dir().join("deps")
+}
+
+/// gcc arguments that link a program or plugin against this build's
+/// `libperfplus.so`, found at run time through an rpath.
+pub fn shared_link_args() -> Vec<String> {
+    let dir = lib_dir();
+    vec![
+        format!("-L{}", dir.display()),
+        // DT_RPATH, not DT_RUNPATH: cargo test sets LD_LIBRARY_PATH to
+        // target/<profile>, where a stale copy from `cargo build` may sit,
+        // and LD_LIBRARY_PATH outranks DT_RUNPATH (also in children such as
+        // heartbeat, which inherit it).
+        "-Wl,--disable-new-dtags".into(),
+        format!("-Wl,-rpath,{}", dir.display()),
+        "-lperfplus".into(),
+    ]
+}
+
+/// Compile `examples/c/<name>.c` (plus `extra_sources`) and return the binary.
+pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
+    let lib_dir = lib_dir();
+    // One directory per build: tests running in parallel may build the same
+    // program, and overwriting a binary another test is running fails with
+    // ETXTBSY ("Text file busy").
+    static BUILDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let build = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let out_dir = scratch_dir(&format!("c-{name}-{linkage:?}-{build}"));
     let binary = out_dir.join(name);
     let source = repo_root().join("examples/c").join(format!("{name}.c"));
     let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "gcc".into()));
@@ -42,10 +68,7 @@ pub fn build(name: &str, linkage: Linkage, extra_args: &[&str]) -> PathBuf {
     .arg(&binary);
     match linkage {
         Linkage::Shared => {
-            cc.arg("-L")
-                .arg(&lib_dir)
-                .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
-                .arg("-lperfplus");
+            cc.args(shared_link_args());
         }
         Linkage::Static => {
             cc.arg(lib_dir.join("libperfplus.a")).args([

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod c;
+pub mod heartbeat;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

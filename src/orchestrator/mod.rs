@@ -1,0 +1,870 @@
+//! The orchestrator: who runs which resource (guest) where, and what to do
+//! when a host loses its uplink, dies, or is put in standby. Sans-io: it
+//! takes [`Input`]s stamped with the time and returns [`Output`]s; it never
+//! reads a clock, sleeps or touches a socket.
+//!
+//! ```text
+//!  membership view, health, deaths ──┐
+//!  fencing results                   │      ┌─▶ Action::Fence / Migrate / Start
+//!  resource reports, action results ─┼─▶ Orchestrator ─┤
+//!  admin: standby on/off             │      └─▶ Event (every decision, with its reason)
+//!  tick(now) ────────────────────────┘
+//! ```
+//!
+//! Every host runs one; only the *decider* acts: the lowest live host id in
+//! a quorate partition (deterministic, so two hosts never decide at once in
+//! one partition, and a partition without quorum decides nothing). The
+//! others keep the same state so that any of them can take over.
+//!
+//! Decisions:
+//! - **uplink lost**: a live host whose ping health stays below the best
+//!   peer's for `uplink_grace_ms` while the cluster link still works has
+//!   its resources live-migrated, one at a time, to the healthiest host with
+//!   room;
+//! - **host dead**: fencing is requested; only when it confirms are the
+//!   host's resources restarted on the best live hosts (never before: a
+//!   host that is only cut off may still be running them);
+//! - **standby**: the host is evacuated by live migration;
+//! - **failback** (only with `auto_failback`): a resource returns to its
+//!   home host when that host is back and at least as healthy.
+//!
+//! Automatic live migrations (uplink, failback) move a resource at most once
+//! per `min_move_interval_ms`, so a flapping link cannot bounce guests back
+//! and forth. Recovery after a death and an admin's standby are not delayed
+//! by it: the first restores a service that is down, the second is an order.
+//! A failed attempt is not a move (the guest stayed put), but it is retried
+//! only after `migration_retry_ms`, so a broken destination cannot keep the
+//! link busy.
+
+mod placement;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A host (cluster node) id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostId(pub u32);
+
+impl fmt::Display for HostId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "host {}", self.0)
+    }
+}
+
+/// Ping-node health of a host: percent of its ping nodes it can reach
+/// (100 = uplink fine, 0 = cut off from the outside).
+pub type Health = u8;
+
+/// A host the orchestrator may place resources on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// Its id.
+    pub id: HostId,
+    /// Guest memory it can hold, in MiB.
+    pub capacity_mib: u64,
+}
+
+/// A resource (a guest domain) under the orchestrator's care.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceSpec {
+    /// Unique name (the domain name).
+    pub name: String,
+    /// Guest memory, in MiB.
+    pub memory_mib: u64,
+    /// Where it belongs; failback returns it there.
+    pub home: Option<HostId>,
+    /// If not empty, the only hosts it may run on (pinning).
+    pub allowed_hosts: Vec<HostId>,
+    /// A sticky resource never fails back, even with `auto_failback`.
+    pub sticky: bool,
+}
+
+/// Tunables; the defaults suit a small Xen cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrchestratorConfig {
+    /// The host this instance runs on.
+    pub local: HostId,
+    /// Every configured host.
+    pub hosts: Vec<HostSpec>,
+    /// How long a host's health must stay below the best peer's before its
+    /// resources move (filters a single lost ping).
+    pub uplink_grace_ms: u64,
+    /// Automatic live migrations move one resource at most once per this.
+    pub min_move_interval_ms: u64,
+    /// Move resources back to their home host when it recovers.
+    pub auto_failback: bool,
+    /// Live migrations out of one host at a time (they share its link).
+    pub max_migrations_per_host: usize,
+    /// How long to wait for fencing before asking again.
+    pub fence_retry_ms: u64,
+    /// How long a resource waits after a failed migration or start before
+    /// the next attempt.
+    pub migration_retry_ms: u64,
+}
+
+impl OrchestratorConfig {
+    /// Defaults for `local` among `hosts`.
+    pub fn new(local: HostId, hosts: Vec<HostSpec>) -> Self {
+        Self {
+            local,
+            hosts,
+            uplink_grace_ms: 1_000,
+            min_move_interval_ms: 60_000,
+            auto_failback: false,
+            max_migrations_per_host: 1,
+            fence_retry_ms: 10_000,
+            migration_retry_ms: 5_000,
+        }
+    }
+}
+
+/// What the orchestrator is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The local view of the cluster: which hosts are live, and whether this
+    /// partition has quorum.
+    View {
+        /// Live hosts, including the local one.
+        live: Vec<HostId>,
+        /// Whether this partition holds quorum.
+        quorate: bool,
+    },
+    /// A host's ping-node health.
+    Health {
+        /// The host.
+        host: HostId,
+        /// Its health.
+        health: Health,
+    },
+    /// Membership declared a host dead.
+    HostDead(HostId),
+    /// Fencing of a dead host confirmed: it can no longer run anything.
+    FenceConfirmed(HostId),
+    /// Fencing of a dead host failed.
+    FenceFailed(HostId),
+    /// An admin put a host in standby (`true`) or took it out (`false`).
+    Standby {
+        /// The host.
+        host: HostId,
+        /// Standby on or off.
+        on: bool,
+    },
+    /// A host reports that it runs a resource (after a start, a migration,
+    /// or on joining).
+    Running {
+        /// The resource.
+        resource: String,
+        /// Where it runs.
+        host: HostId,
+    },
+    /// A migration ended; on failure the guest still runs at the source.
+    MigrationDone {
+        /// The resource.
+        resource: String,
+        /// Whether it now runs at the destination.
+        ok: bool,
+    },
+    /// A start (restart after a death) ended.
+    StartDone {
+        /// The resource.
+        resource: String,
+        /// Whether it now runs.
+        ok: bool,
+    },
+}
+
+/// What the orchestrator asks the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Fence (power off / isolate) a dead host, then report the result.
+    Fence(HostId),
+    /// Live-migrate a resource.
+    Migrate {
+        /// The resource.
+        resource: String,
+        /// Where it runs now.
+        from: HostId,
+        /// Where it should go.
+        to: HostId,
+    },
+    /// Start a resource (its last host died and was fenced).
+    Start {
+        /// The resource.
+        resource: String,
+        /// Where.
+        on: HostId,
+    },
+}
+
+/// Why a decision was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// The source host's uplink health fell below a peer's.
+    UplinkLost {
+        /// The host with the failing uplink.
+        host: HostId,
+        /// Its health.
+        health: Health,
+        /// The best health among its peers.
+        best_peer_health: Health,
+    },
+    /// The host died and fencing confirmed it.
+    HostFenced(HostId),
+    /// The host died; fencing must confirm before its resources restart.
+    HostDead(HostId),
+    /// The host is in standby.
+    Standby(HostId),
+    /// The resource returns to its home host.
+    Failback(HostId),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::UplinkLost {
+                host,
+                health,
+                best_peer_health,
+            } => write!(
+                f,
+                "{host} lost its uplink (health {health}% while a peer has {best_peer_health}%)"
+            ),
+            Reason::HostFenced(h) => write!(f, "{h} died and was fenced"),
+            Reason::HostDead(h) => write!(f, "{h} was declared dead"),
+            Reason::Standby(h) => write!(f, "{h} is in standby"),
+            Reason::Failback(h) => write!(f, "its home {h} is back"),
+        }
+    }
+}
+
+/// What happened, for logs and user callbacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An action was decided, with its reason.
+    Decided {
+        /// The action.
+        action: Action,
+        /// Why.
+        reason: Reason,
+    },
+    /// A resource needs to move but no host may take it now.
+    NoRoom {
+        /// The resource.
+        resource: String,
+        /// Why it needs to move.
+        reason: Reason,
+    },
+    /// A resource waits: it moved too recently (anti-flapping).
+    Deferred {
+        /// The resource.
+        resource: String,
+        /// When it may move again.
+        until_ms: u64,
+        /// Why it needs to move.
+        reason: Reason,
+    },
+    /// Resources of a dead host wait for fencing to confirm.
+    AwaitingFence(HostId),
+    /// This partition lost quorum: the orchestrator decides nothing.
+    QuorumLost,
+    /// This partition has quorum again.
+    QuorumRegained,
+    /// This host became the decider of its partition.
+    BecameDecider,
+    /// A migration failed; the guest still runs at the source.
+    MigrationFailed {
+        /// The resource.
+        resource: String,
+        /// Where it still runs.
+        host: HostId,
+    },
+    /// A restart failed.
+    StartFailed {
+        /// The resource.
+        resource: String,
+        /// Where it was to start.
+        host: HostId,
+    },
+}
+
+/// An orchestrator output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Do this (only the decider emits actions).
+    Act(Action),
+    /// Tell the user.
+    Event(Event),
+}
+
+/// Invalid orchestrator configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrchestratorError {
+    /// Two hosts share an id.
+    #[error("{0} is configured twice")]
+    DuplicateHost(HostId),
+    /// Two resources share a name.
+    #[error("resource {0:?} is configured twice")]
+    DuplicateResource(String),
+    /// A resource names a host that is not configured.
+    #[error("resource {resource:?} names {host}, which is not a configured host")]
+    UnknownHost {
+        /// The resource.
+        resource: String,
+        /// The host.
+        host: HostId,
+    },
+    /// The local host is not among the configured hosts.
+    #[error("the local {0} is not a configured host")]
+    LocalNotConfigured(HostId),
+}
+
+/// Where a resource is, as far as the cluster knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Running on a host.
+    Running(HostId),
+    /// Being live-migrated (it runs at `from` until the move completes).
+    Migrating {
+        /// Source.
+        from: HostId,
+        /// Destination.
+        to: HostId,
+    },
+    /// Being started on a host.
+    Starting(HostId),
+    /// Its host died: not running anywhere known until fencing confirms.
+    Lost(HostId),
+}
+
+impl Placement {
+    /// Hosts whose memory this placement occupies.
+    fn hosts(self) -> impl Iterator<Item = HostId> {
+        let (a, b) = match self {
+            Placement::Running(h) | Placement::Starting(h) => (Some(h), None),
+            Placement::Migrating { from, to } => (Some(from), Some(to)),
+            Placement::Lost(_) => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HostState {
+    spec: HostSpec,
+    live: bool,
+    health: Health,
+    /// Since when the health has been below the best peer's.
+    degraded_since_ms: Option<u64>,
+    standby: bool,
+    fence: FenceState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FenceState {
+    /// Not dead.
+    None,
+    /// Dead; fencing requested, to be asked again at `retry_ms`.
+    Requested { retry_ms: u64 },
+    /// Dead and fenced (until it comes back).
+    Fenced,
+}
+
+#[derive(Debug, Clone)]
+struct ResourceState {
+    spec: ResourceSpec,
+    placement: Placement,
+    /// When it last completed a move (migration or restart).
+    last_move_ms: Option<u64>,
+    /// After a failed attempt: not before this time.
+    retry_at_ms: Option<u64>,
+}
+
+/// The orchestrator of one host; see the module documentation.
+#[derive(Debug, Clone)]
+pub struct Orchestrator {
+    config: OrchestratorConfig,
+    hosts: BTreeMap<HostId, HostState>,
+    resources: BTreeMap<String, ResourceState>,
+    quorate: bool,
+    was_decider: bool,
+    now_ms: u64,
+}
+
+impl Orchestrator {
+    /// An orchestrator for `resources`, each with the host it runs on now.
+    /// All hosts start live with full health until the first view says
+    /// otherwise; nothing is decided before a quorate view.
+    pub fn new(
+        config: OrchestratorConfig,
+        resources: Vec<(ResourceSpec, HostId)>,
+    ) -> Result<Self, OrchestratorError> {
+        let mut hosts = BTreeMap::new();
+        for spec in &config.hosts {
+            let state = HostState {
+                spec: spec.clone(),
+                live: true,
+                health: 100,
+                degraded_since_ms: None,
+                standby: false,
+                fence: FenceState::None,
+            };
+            if hosts.insert(spec.id, state).is_some() {
+                return Err(OrchestratorError::DuplicateHost(spec.id));
+            }
+        }
+        if !hosts.contains_key(&config.local) {
+            return Err(OrchestratorError::LocalNotConfigured(config.local));
+        }
+        let mut states = BTreeMap::new();
+        for (spec, host) in resources {
+            let named = spec
+                .home
+                .into_iter()
+                .chain(spec.allowed_hosts.iter().copied());
+            for h in named.chain([host]) {
+                if !hosts.contains_key(&h) {
+                    return Err(OrchestratorError::UnknownHost {
+                        resource: spec.name.clone(),
+                        host: h,
+                    });
+                }
+            }
+            let name = spec.name.clone();
+            let state = ResourceState {
+                spec,
+                placement: Placement::Running(host),
+                last_move_ms: None,
+                retry_at_ms: None,
+            };
+            if states.insert(name.clone(), state).is_some() {
+                return Err(OrchestratorError::DuplicateResource(name));
+            }
+        }
+        Ok(Self {
+            config,
+            hosts,
+            resources: states,
+            quorate: false,
+            was_decider: false,
+            now_ms: 0,
+        })
+    }
+
+    /// Where each resource is.
+    pub fn placements(&self) -> impl Iterator<Item = (&str, Placement)> + '_ {
+        self.resources
+            .iter()
+            .map(|(name, r)| (name.as_str(), r.placement))
+    }
+
+    /// Where one resource is.
+    pub fn placement(&self, resource: &str) -> Option<Placement> {
+        self.resources.get(resource).map(|r| r.placement)
+    }
+
+    /// Whether this host decides for its partition now.
+    pub fn is_decider(&self) -> bool {
+        self.quorate && self.decider() == Some(self.config.local)
+    }
+
+    /// The lowest live host id.
+    fn decider(&self) -> Option<HostId> {
+        self.hosts.values().find(|h| h.live).map(|h| h.spec.id)
+    }
+
+    /// The earliest time at which [`tick`](Self::tick) may decide something
+    /// new (a grace period, an anti-flapping delay or a fencing retry ends).
+    pub fn next_wakeup_ms(&self) -> Option<u64> {
+        let grace = self
+            .hosts
+            .values()
+            .filter_map(|h| h.degraded_since_ms.map(|t| t + self.config.uplink_grace_ms));
+        let fence = self.hosts.values().filter_map(|h| match h.fence {
+            FenceState::Requested { retry_ms } => Some(retry_ms),
+            _ => None,
+        });
+        let moves = self.resources.values().flat_map(|r| {
+            let next_move = r.last_move_ms.map(|t| t + self.config.min_move_interval_ms);
+            next_move.into_iter().chain(r.retry_at_ms)
+        });
+        grace
+            .chain(fence)
+            .chain(moves)
+            .filter(|t| *t > self.now_ms)
+            .min()
+    }
+
+    /// Feed one input at time `now_ms` (monotonic, milliseconds).
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut out = Vec::new();
+        match input {
+            Input::View { live, quorate } => self.on_view(&live, quorate, &mut out),
+            Input::Health { host, health } => {
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.health = health;
+                }
+            }
+            Input::HostDead(host) => self.on_dead(host, &mut out),
+            Input::FenceConfirmed(host) => {
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    if matches!(h.fence, FenceState::Requested { .. }) {
+                        h.fence = FenceState::Fenced;
+                    }
+                }
+            }
+            Input::FenceFailed(host) => {
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    if let FenceState::Requested { retry_ms } = &mut h.fence {
+                        *retry_ms = self.now_ms + self.config.fence_retry_ms;
+                    }
+                }
+            }
+            Input::Standby { host, on } => {
+                if let Some(h) = self.hosts.get_mut(&host) {
+                    h.standby = on;
+                }
+            }
+            Input::Running { resource, host } => {
+                if let Some(r) = self.resources.get_mut(&resource) {
+                    r.placement = Placement::Running(host);
+                }
+            }
+            Input::MigrationDone { resource, ok } => {
+                if let Some(r) = self.resources.get_mut(&resource) {
+                    if let Placement::Migrating { from, to } = r.placement {
+                        r.placement = Placement::Running(if ok { to } else { from });
+                        if ok {
+                            r.last_move_ms = Some(self.now_ms);
+                        } else {
+                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                            out.push(Output::Event(Event::MigrationFailed {
+                                resource,
+                                host: from,
+                            }));
+                        }
+                    }
+                }
+            }
+            Input::StartDone { resource, ok } => {
+                if let Some(r) = self.resources.get_mut(&resource) {
+                    if let Placement::Starting(host) = r.placement {
+                        if ok {
+                            r.placement = Placement::Running(host);
+                            r.last_move_ms = Some(self.now_ms);
+                        } else {
+                            // Try again, elsewhere if another host is better.
+                            r.placement = Placement::Lost(host);
+                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                            out.push(Output::Event(Event::StartFailed { resource, host }));
+                        }
+                    }
+                }
+            }
+        }
+        self.decide(&mut out);
+        out
+    }
+
+    /// Re-evaluate at time `now_ms` (call at [`next_wakeup_ms`](Self::next_wakeup_ms)).
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut out = Vec::new();
+        self.decide(&mut out);
+        out
+    }
+
+    fn on_view(&mut self, live: &[HostId], quorate: bool, out: &mut Vec<Output>) {
+        for h in self.hosts.values_mut() {
+            let now_live = live.contains(&h.spec.id);
+            if now_live && !h.live {
+                // Back (a fenced host rebooted, or a partition healed before
+                // fencing): it runs nothing we placed elsewhere.
+                h.fence = FenceState::None;
+                h.degraded_since_ms = None;
+            }
+            h.live = now_live;
+        }
+        if quorate != self.quorate {
+            out.push(Output::Event(if quorate {
+                Event::QuorumRegained
+            } else {
+                Event::QuorumLost
+            }));
+        }
+        self.quorate = quorate;
+    }
+
+    fn on_dead(&mut self, host: HostId, out: &mut Vec<Output>) {
+        let Some(h) = self.hosts.get_mut(&host) else {
+            return;
+        };
+        h.live = false;
+        if h.fence != FenceState::None {
+            return;
+        }
+        // Every host records the request time, so a new decider retries.
+        h.fence = FenceState::Requested {
+            retry_ms: self.now_ms + self.config.fence_retry_ms,
+        };
+        for r in self.resources.values_mut() {
+            r.placement = match r.placement {
+                Placement::Running(on) | Placement::Starting(on) if on == host => {
+                    Placement::Lost(on)
+                }
+                // The guest was still at the dead source.
+                Placement::Migrating { from, .. } if from == host => Placement::Lost(from),
+                // The destination died: the guest still runs at the source.
+                Placement::Migrating { from, to } if to == host => Placement::Running(from),
+                other => other,
+            };
+        }
+        if self.is_decider() {
+            out.push(Output::Act(Action::Fence(host)));
+            out.push(Output::Event(Event::Decided {
+                action: Action::Fence(host),
+                reason: Reason::HostDead(host),
+            }));
+        }
+    }
+
+    /// The decision pass: run after every input and tick.
+    fn decide(&mut self, out: &mut Vec<Output>) {
+        let decider = self.is_decider();
+        if decider && !self.was_decider {
+            out.push(Output::Event(Event::BecameDecider));
+            // A fence the previous decider asked for may never have been
+            // sent: ask again now rather than after the retry interval.
+            for h in self.hosts.values_mut() {
+                if let FenceState::Requested { retry_ms } = &mut h.fence {
+                    *retry_ms = self.now_ms;
+                }
+            }
+        }
+        self.was_decider = decider;
+        self.track_uplinks();
+        if !decider {
+            return;
+        }
+        self.retry_fencing(out);
+        self.restart_lost(out);
+        self.evacuate(out);
+    }
+
+    /// Start or stop each host's "health below the best peer's" clock.
+    fn track_uplinks(&mut self) {
+        let now = self.now_ms;
+        let live: Vec<(HostId, Health)> = self
+            .hosts
+            .values()
+            .filter(|h| h.live)
+            .map(|h| (h.spec.id, h.health))
+            .collect();
+        for h in self.hosts.values_mut() {
+            let best_peer = live
+                .iter()
+                .filter(|(id, _)| *id != h.spec.id)
+                .map(|(_, health)| *health)
+                .max();
+            let degraded = h.live && best_peer.is_some_and(|best| h.health < best);
+            h.degraded_since_ms = match (degraded, h.degraded_since_ms) {
+                (true, None) => Some(now),
+                (true, since) => since,
+                (false, _) => None,
+            };
+        }
+    }
+
+    fn best_peer_health(&self, host: HostId) -> Health {
+        self.hosts
+            .values()
+            .filter(|h| h.live && h.spec.id != host)
+            .map(|h| h.health)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn retry_fencing(&mut self, out: &mut Vec<Output>) {
+        let now = self.now_ms;
+        let retry = self.config.fence_retry_ms;
+        for h in self.hosts.values_mut() {
+            if let FenceState::Requested { retry_ms } = h.fence {
+                if now >= retry_ms {
+                    h.fence = FenceState::Requested {
+                        retry_ms: now + retry,
+                    };
+                    out.push(Output::Act(Action::Fence(h.spec.id)));
+                    out.push(Output::Event(Event::Decided {
+                        action: Action::Fence(h.spec.id),
+                        reason: Reason::HostDead(h.spec.id),
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Restart the resources of fenced hosts.
+    fn restart_lost(&mut self, out: &mut Vec<Output>) {
+        let lost: Vec<(String, HostId)> = self
+            .resources
+            .iter()
+            .filter(|(_, r)| r.retry_at_ms.is_none_or(|t| self.now_ms >= t))
+            .filter_map(|(name, r)| match r.placement {
+                Placement::Lost(h) => Some((name.clone(), h)),
+                _ => None,
+            })
+            .collect();
+        let mut awaiting = Vec::new();
+        for (name, dead) in lost {
+            let fenced = self.hosts.get(&dead).map(|h| h.fence);
+            if fenced != Some(FenceState::Fenced) {
+                if !awaiting.contains(&dead) {
+                    awaiting.push(dead);
+                }
+                continue;
+            }
+            let reason = Reason::HostFenced(dead);
+            match placement::choose_target(self, &name, placement::Wanted::default()) {
+                Some(target) => {
+                    if let Some(r) = self.resources.get_mut(&name) {
+                        r.placement = Placement::Starting(target);
+                    }
+                    let action = Action::Start {
+                        resource: name,
+                        on: target,
+                    };
+                    out.push(Output::Act(action.clone()));
+                    out.push(Output::Event(Event::Decided { action, reason }));
+                }
+                None => out.push(Output::Event(Event::NoRoom {
+                    resource: name,
+                    reason,
+                })),
+            }
+        }
+        for host in awaiting {
+            out.push(Output::Event(Event::AwaitingFence(host)));
+        }
+    }
+
+    /// Live migrations: standby evacuation, uplink loss, failback.
+    fn evacuate(&mut self, out: &mut Vec<Output>) {
+        let names: Vec<String> = self.resources.keys().cloned().collect();
+        for name in names {
+            let Some(Placement::Running(host)) = self.placement(&name) else {
+                continue;
+            };
+            let Some(reason) = self.reason_to_move(&name, host) else {
+                continue;
+            };
+            if self.migrations_from(host) >= self.config.max_migrations_per_host {
+                continue;
+            }
+            let retry_at = self.resources.get(&name).and_then(|r| r.retry_at_ms);
+            if retry_at.is_some_and(|t| self.now_ms < t) {
+                continue;
+            }
+            let automatic = !matches!(reason, Reason::Standby(_));
+            if automatic {
+                if let Some(until_ms) = self.move_allowed_at(&name) {
+                    out.push(Output::Event(Event::Deferred {
+                        resource: name,
+                        until_ms,
+                        reason,
+                    }));
+                    continue;
+                }
+            }
+            let only = match reason {
+                Reason::Failback(home) => Some(home),
+                _ => None,
+            };
+            let min_health = match reason {
+                Reason::UplinkLost { health, .. } => Some(health),
+                _ => None,
+            };
+            let wanted = placement::Wanted {
+                only,
+                exclude: Some(host),
+                min_health,
+            };
+            match placement::choose_target(self, &name, wanted) {
+                Some(to) => {
+                    if let Some(r) = self.resources.get_mut(&name) {
+                        r.placement = Placement::Migrating { from: host, to };
+                    }
+                    let action = Action::Migrate {
+                        resource: name,
+                        from: host,
+                        to,
+                    };
+                    out.push(Output::Act(action.clone()));
+                    out.push(Output::Event(Event::Decided { action, reason }));
+                }
+                None => {
+                    // Failback with no room at home is simply not a move.
+                    if !matches!(reason, Reason::Failback(_)) {
+                        out.push(Output::Event(Event::NoRoom {
+                            resource: name,
+                            reason,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why the resource running on `host` should move, if it should.
+    fn reason_to_move(&self, name: &str, host: HostId) -> Option<Reason> {
+        let h = self.hosts.get(&host)?;
+        if h.standby {
+            return Some(Reason::Standby(host));
+        }
+        if let Some(since) = h.degraded_since_ms {
+            if self.now_ms >= since + self.config.uplink_grace_ms {
+                return Some(Reason::UplinkLost {
+                    host,
+                    health: h.health,
+                    best_peer_health: self.best_peer_health(host),
+                });
+            }
+        }
+        let r = self.resources.get(name)?;
+        let home = r.spec.home?;
+        if !self.config.auto_failback || r.spec.sticky || home == host {
+            return None;
+        }
+        let home_state = self.hosts.get(&home)?;
+        let home_ok = home_state.live
+            && !home_state.standby
+            && home_state.fence == FenceState::None
+            && home_state.degraded_since_ms.is_none()
+            && home_state.health >= h.health;
+        home_ok.then_some(Reason::Failback(home))
+    }
+
+    /// `None` if the resource may move now, else the time it may.
+    fn move_allowed_at(&self, name: &str) -> Option<u64> {
+        let last = self.resources.get(name)?.last_move_ms?;
+        let allowed = last + self.config.min_move_interval_ms;
+        (self.now_ms < allowed).then_some(allowed)
+    }
+
+    fn migrations_from(&self, host: HostId) -> usize {
+        self.resources
+            .values()
+            .filter(|r| matches!(r.placement, Placement::Migrating { from, .. } if from == host))
+            .count()
+    }
+
+    /// Memory in MiB that placements hold on `host` (incoming moves included).
+    fn used_mib(&self, host: HostId) -> u64 {
+        self.resources
+            .values()
+            .filter(|r| r.placement.hosts().any(|h| h == host))
+            .map(|r| r.spec.memory_mib)
+            .sum()
+    }
+}
