@@ -5,9 +5,11 @@
 //!
 //! The crate is layered (see `DESIGN.md` beside the repository):
 //!
-//! - sans-io cores, pure state machines that take time as an argument;
+//! - sans-io cores, pure state machines that take time as an argument
+//!   ([`detector`], [`membership`], [`wire`], [`orchestrator`]);
 //! - backends, the hypervisor seam;
-//! - the runtime, the only place with threads, sockets and clocks;
+//! - the runtime, the only place with threads, sockets and clocks
+//!   ([`runtime::Node`], configured by [`config::NodeConfig`]);
 //! - [`ffi`], the C ABI declared in `include/perfplus.h`.
 //!
 //! ```

@@ -20,7 +20,7 @@
 //! links. Around it this module keeps incarnations (a higher one is a
 //! restart; a lower one is stale and dropped), the view (members alive or
 //! suspected, an epoch that grows with each change, a digest carried in
-//! heartbeats), quorum ([`quorum`] rules), and fencing: with fencing
+//! heartbeats), quorum (the rules in `quorum.rs`), and fencing: with fencing
 //! required, a convicted member's resources may be recovered only after
 //! [`Membership::fence_result`] confirmed it, and only while quorate.
 
