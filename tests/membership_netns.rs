@@ -289,3 +289,74 @@ fn sigstop_below_the_pause_tolerance_is_ridden_out_above_it_convicted_and_a_stop
         "the paused observer accused: {accused:#?}"
     );
 }
+
+#[test]
+fn multicast_and_broadcast_links_each_carry_heartbeats_and_one_dying_is_a_link_down() {
+    let Some(mut lab) = lab("multicast_broadcast", "m", 16, 3) else {
+        return;
+    };
+    let links = "[[links]]\nkind = \"multicast\"\ngroup = \"239.255.201.1\"\ninterface = \"{if}\"\nport = 7695\n\n\
+                 [[links]]\nkind = \"broadcast\"\ninterface = \"{if}\"\nport = 7696\n";
+    for i in 1..=3 {
+        lab.write_config_with_links(i, "", links, "")
+            .expect("config");
+        lab.start(i).expect("start");
+    }
+    for i in 1..=3 {
+        for j in (1..=3).filter(|j| *j != i) {
+            let node = format!("node={j}");
+            assert!(
+                lab.wait_line(i, 0, &["MEMBER_UP", &node], WAIT).is_some(),
+                "node {i} never saw node {j}: {:#?}",
+                lab.lines(i)
+            );
+        }
+    }
+    // Drop the multicast link alone (nftables on the group): the peers stay
+    // alive on broadcast and report link 0 down.
+    let mark = lab.lines(1).len();
+    for i in 2..=3 {
+        let ns = lab.ns(i);
+        ppmem_netns::sh(&[
+            "ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "ppmem",
+        ])
+        .expect("nft");
+        ppmem_netns::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "add chain inet ppmem out { type filter hook output priority 0 ; }",
+        ])
+        .expect("nft");
+        ppmem_netns::sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "add rule inet ppmem out ip daddr 239.255.201.1 drop",
+        ])
+        .expect("nft");
+    }
+    for j in [2, 3] {
+        let node = format!("node={j}");
+        assert!(
+            lab.wait_line(1, mark, &["LINK_DOWN", &node, "link=0"], WAIT)
+                .is_some(),
+            "{:#?}",
+            lab.lines(1)
+        );
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        convictions_of(&lab, 1, 2, 0) + convictions_of(&lab, 1, 3, 0),
+        0
+    );
+    // A kill is still found.
+    lab.kill(3);
+    assert!(lab
+        .wait_line(1, mark, &["MEMBER_DEAD", "node=3"], WAIT)
+        .is_some());
+}

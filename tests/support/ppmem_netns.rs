@@ -155,6 +155,27 @@ impl Lab {
     /// keys, `sections` extra tables (`[detector]`, `[ping]`, `[fencing]`).
     /// Returns its path.
     pub fn write_config(&self, i: usize, top: &str, sections: &str) -> Result<PathBuf, String> {
+        let peers: Vec<String> = (1..=self.nodes)
+            .filter(|n| *n != i)
+            .map(|n| format!("\"{}\"", self.address(n)))
+            .collect();
+        let links = format!(
+            "[[links]]\nkind = \"unicast\"\nbind = \"{}\"\npeers = [{}]\n",
+            self.address(i),
+            peers.join(", ")
+        );
+        self.write_config_with_links(i, top, &links, sections)
+    }
+
+    /// Like [`write_config`](Self::write_config), with the `[[links]]`
+    /// tables given (`{if}` in them becomes node `i`'s interface name).
+    pub fn write_config_with_links(
+        &self,
+        i: usize,
+        top: &str,
+        links: &str,
+        sections: &str,
+    ) -> Result<PathBuf, String> {
         let mut text = format!(
             "cluster = \"ppmem-{tag}\"\nnode = \"n{i}\"\nkey = \"000102030405060708090a0b0c0d0e0f\"\ninitial_wait_ms = 5000\n{top}\n",
             tag = self.tag
@@ -162,15 +183,8 @@ impl Lab {
         for n in 1..=self.nodes {
             text.push_str(&format!("[[nodes]]\nid = {n}\nname = \"n{n}\"\n\n"));
         }
-        let peers: Vec<String> = (1..=self.nodes)
-            .filter(|n| *n != i)
-            .map(|n| format!("\"{}\"", self.address(n)))
-            .collect();
-        text.push_str(&format!(
-            "[[links]]\nkind = \"unicast\"\nbind = \"{}\"\npeers = [{}]\n\n{sections}\n",
-            self.address(i),
-            peers.join(", ")
-        ));
+        let links = links.replace("{if}", &self.veth(i).0);
+        text.push_str(&format!("{links}\n{sections}\n"));
         let path = self.dir.join(format!("n{i}.toml"));
         std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
         Ok(path)
