@@ -280,7 +280,7 @@ fn soak(model: NetworkModel, detector: DetectorConfig, member_hours: f64, seed: 
 
 fn simulated(opts: &Options, rows: &mut Vec<Row>) {
     let (trials, member_hours, baseline_hours) = if opts.quick {
-        (20, 150.0, 30.0)
+        (10, 150.0, 30.0)
     } else {
         (200, 3008.0, 300.0)
     };
