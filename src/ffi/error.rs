@@ -53,6 +53,16 @@ impl From<crate::Error> for Failure {
                 B::Io { .. } => R::PERFPLUS_RESULT_IO,
                 B::Hypervisor { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
             },
+            crate::Error::Config(e) => config_code(e),
+            crate::Error::Node(e) => {
+                use crate::runtime::NodeError as N;
+                match e {
+                    N::Config(e) => config_code(e),
+                    N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+                    N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
+                    N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
+                }
+            }
             crate::Error::Medium(e) => {
                 use crate::medium::MediumError as M;
                 match e {
@@ -89,6 +99,13 @@ impl From<crate::Error> for Failure {
             source = cause.source();
         }
         Self::new(code, message)
+    }
+}
+
+fn config_code(error: &crate::config::ConfigError) -> perfplus_result {
+    match error {
+        crate::config::ConfigError::Read { .. } => perfplus_result::PERFPLUS_RESULT_IO,
+        _ => perfplus_result::PERFPLUS_RESULT_INVALID_CONFIG,
     }
 }
 
