@@ -20,6 +20,12 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// The default UDP port of perfplus heartbeats.
+#define DEFAULT_PORT 7694
+
+// Heartbeat's default UDP port.
+#define HEARTBEAT_PORT 694
+
 // Major version; a test checks it against `Cargo.toml`.
 #define PERFPLUS_VERSION_MAJOR 0
 
@@ -113,6 +119,56 @@ typedef uint32_t perfplus_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What happened, in a [`perfplus_node_event`].
+typedef enum {
+    // `node` is heard from (`rejoined`: again after a conviction).
+    PERFPLUS_EVENT_MEMBER_UP = 1,
+    // Every link to `node` is silent; convicted at `deadline_us` unless heard.
+    PERFPLUS_EVENT_MEMBER_SUSPECTED = 2,
+    // A suspected `node` was heard again.
+    PERFPLUS_EVENT_MEMBER_CLEARED = 3,
+    // `node` (its `incarnation`) is convicted.
+    PERFPLUS_EVENT_MEMBER_DEAD = 4,
+    // `node` left cleanly.
+    PERFPLUS_EVENT_MEMBER_LEFT = 5,
+    // `node` restarted: `previous_incarnation` is gone.
+    PERFPLUS_EVENT_MEMBER_RESTARTED = 6,
+    // `link` to `node` is down while another link works.
+    PERFPLUS_EVENT_LINK_DOWN = 7,
+    // `link` to `node` works again.
+    PERFPLUS_EVENT_LINK_UP = 8,
+    // `node`'s ping health is now `ping_reachable` of `ping_configured`.
+    PERFPLUS_EVENT_HEALTH_CHANGED = 9,
+    // The view is now `view_size` members at `view_epoch`.
+    PERFPLUS_EVENT_VIEW_CHANGED = 10,
+    // Quorum: `quorate`, `votes` of `expected_votes`, `message` says why.
+    PERFPLUS_EVENT_QUORUM_CHANGED = 11,
+    // This node was paused for `duration_us`; nobody is accused for it.
+    PERFPLUS_EVENT_LOCAL_PAUSE = 12,
+    // Fence `node`'s `incarnation`, then call `perfplus_node_fence_result`.
+    PERFPLUS_EVENT_FENCE_REQUESTED = 13,
+    // Fencing `node` failed; it will be retried.
+    PERFPLUS_EVENT_FENCE_FAILED = 14,
+    // `node`'s resources may be restarted elsewhere.
+    PERFPLUS_EVENT_RECOVERY_ALLOWED = 15,
+    // A warning for the admin, in `message`.
+    PERFPLUS_EVENT_WARNING = 16,
+} perfplus_event_kind;
+
+// Where a member stands.
+typedef enum {
+    // Not heard from yet.
+    PERFPLUS_MEMBER_UNKNOWN = 0,
+    // Alive.
+    PERFPLUS_MEMBER_ALIVE = 1,
+    // Silent on every link, not yet convicted.
+    PERFPLUS_MEMBER_SUSPECTED = 2,
+    // Convicted.
+    PERFPLUS_MEMBER_DEAD = 3,
+    // Left cleanly.
+    PERFPLUS_MEMBER_LEFT = 4,
+} perfplus_member_state;
+
 // The counters of a medium, for `perfplus_medium_read_counter`.
 enum perfplus_medium_counter
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -150,6 +206,74 @@ typedef struct perfplus_medium perfplus_medium;
 // The configuration of a medium (opaque; build it with the
 // `perfplus_medium_config_*` functions).
 typedef struct perfplus_medium_config perfplus_medium_config;
+
+// A running (or stopped) cluster node (opaque).
+typedef struct perfplus_node perfplus_node;
+
+// A node configuration under construction (opaque).
+typedef struct perfplus_node_config perfplus_node_config;
+
+// One event. Valid only during the callback; copy what you keep.
+typedef struct {
+    // What happened.
+    perfplus_event_kind kind;
+    // The node concerned (0 if none).
+    uint16_t node;
+    // Its incarnation (0 if none or never seen).
+    uint64_t incarnation;
+    // MEMBER_RESTARTED: the incarnation that is gone.
+    uint64_t previous_incarnation;
+    // MEMBER_UP: heard again after a conviction.
+    bool rejoined;
+    // LINK_DOWN / LINK_UP: the link index.
+    uint32_t link;
+    // HEALTH_CHANGED: ping nodes reachable.
+    uint8_t ping_reachable;
+    // HEALTH_CHANGED: ping nodes configured.
+    uint8_t ping_configured;
+    // VIEW_CHANGED: the view's epoch.
+    uint64_t view_epoch;
+    // VIEW_CHANGED: members in the view.
+    uint32_t view_size;
+    // QUORUM_CHANGED: whether this partition is quorate.
+    bool quorate;
+    // QUORUM_CHANGED: votes present.
+    uint32_t votes;
+    // QUORUM_CHANGED: votes configured.
+    uint32_t expected_votes;
+    // LOCAL_PAUSE: its length; MEMBER_SUSPECTED: the deadline (node clock), µs.
+    uint64_t duration_us;
+    // WARNING and QUORUM_CHANGED: text (NUL-terminated, valid during the
+    // callback), else NULL.
+    const char *message;
+} perfplus_node_event;
+
+// Called with each event, on the node's event thread, never with a lock
+// held: it may call other perfplus functions on the node (not stop/free).
+typedef void (*perfplus_node_event_fn)(void *userdata, const perfplus_node_event *event);
+
+// Releases `userdata` when the node no longer needs it.
+typedef void (*perfplus_userdata_free_fn)(void *userdata);
+
+// One member, as `perfplus_node_members` reports it.
+typedef struct {
+    // Node id.
+    uint16_t id;
+    // Votes.
+    uint32_t votes;
+    // Incarnation (0: never seen).
+    uint64_t incarnation;
+    // State.
+    perfplus_member_state state;
+    // Ping nodes it reaches (as it last said).
+    uint8_t ping_reachable;
+    // Ping nodes configured.
+    uint8_t ping_configured;
+    // Whether this is the local node.
+    bool local;
+    // Its name, NUL-terminated (cut to 63 bytes).
+    char name[64];
+} perfplus_member;
 
 #ifdef __cplusplus
 extern "C" {
@@ -294,6 +418,165 @@ perfplus_result perfplus_medium_read_counter(const perfplus_medium *medium, uint
 // # Safety
 // `medium` must be NULL or a live medium, not used afterwards.
 void perfplus_medium_free(perfplus_medium *medium);
+
+// A new configuration for cluster `cluster_name`, with defaults (50 ms
+// heartbeats, phi detector, fencing required) and no nodes, links or key
+// yet. Free it with `perfplus_node_config_free`.
+//
+// # Safety
+// `cluster_name` must be a NUL-terminated string and `out` writable, or NULL.
+perfplus_result perfplus_node_config_new(const char *cluster_name, perfplus_node_config **out);
+
+// Read a native TOML configuration file (see the `config` module docs).
+//
+// # Safety
+// `path` must be a NUL-terminated string and `out` writable, or NULL.
+perfplus_result perfplus_node_config_from_file(const char *path, perfplus_node_config **out);
+
+// Read Heartbeat's `ha.cf` and `authkeys` (refused if group or others can
+// read it) for the node named `node_name` (NULL: this host's name).
+//
+// # Safety
+// `ha_cf` and `authkeys` must be NUL-terminated strings, `node_name` one or
+// NULL, `out` writable.
+perfplus_result perfplus_node_config_from_heartbeat(const char *ha_cf, const char *authkeys, const char *node_name, perfplus_node_config **out);
+
+// Add a cluster node: `id` (1..=65535), `name`, `votes` (usually 1).
+//
+// # Safety
+// `config` must be a live configuration or NULL; `name` a NUL-terminated
+// string or NULL.
+perfplus_result perfplus_node_config_add_node(perfplus_node_config *config, uint16_t id, const char *name, uint32_t votes);
+
+// Say which configured node this one is.
+//
+// # Safety
+// `config` must be a live configuration or NULL.
+perfplus_result perfplus_node_config_set_local(perfplus_node_config *config, uint16_t id);
+
+// Set the shared secret that authenticates heartbeats (at least 16 bytes;
+// every node must use the same).
+//
+// # Safety
+// `config` must be a live configuration or NULL; `secret` must point to
+// `len` readable bytes or be NULL.
+perfplus_result perfplus_node_config_set_key(perfplus_node_config *config, const uint8_t *secret, size_t len);
+
+// Add a unicast link: listen on `bind_address` (NULL: any) port `port`,
+// send to each of the `peer_count` addresses in `peers` (`"ip"` or
+// `"ip:port"`; the port defaults to `port`).
+//
+// # Safety
+// `config` must be a live configuration or NULL; `bind_address` a
+// NUL-terminated string or NULL; `peers` an array of `peer_count`
+// NUL-terminated strings, or NULL.
+perfplus_result perfplus_node_config_add_unicast_link(perfplus_node_config *config, const char *bind_address, uint16_t port, const char *const *peers, size_t peer_count);
+
+// Add a multicast link to `group` on `port`, sending from
+// `interface_address` (NULL: the default route's interface), with `ttl`.
+//
+// # Safety
+// `config` must be a live configuration or NULL; `group` a NUL-terminated
+// string or NULL; `interface_address` one or NULL.
+perfplus_result perfplus_node_config_add_multicast_link(perfplus_node_config *config, const char *group, uint16_t port, const char *interface_address, uint8_t ttl);
+
+// Add a broadcast link on `interface` and `port` (needs root or
+// CAP_NET_RAW to bind to the interface).
+//
+// # Safety
+// `config` must be a live configuration or NULL; `interface` a
+// NUL-terminated string or NULL.
+perfplus_result perfplus_node_config_add_broadcast_link(perfplus_node_config *config, const char *interface, uint16_t port);
+
+// Set the heartbeat interval (1..=65535 ms; default 50).
+//
+// # Safety
+// `config` must be a live configuration or NULL.
+perfplus_result perfplus_node_config_set_interval_ms(perfplus_node_config *config, uint32_t interval_ms);
+
+// Set the pause tolerance: a peer stopped for less than this is never
+// convicted (default 250 ms).
+//
+// # Safety
+// `config` must be a live configuration or NULL.
+perfplus_result perfplus_node_config_set_pause_tolerance_ms(perfplus_node_config *config, uint32_t pause_tolerance_ms);
+
+// Add a ping node (an IP address this host should reach: a gateway).
+//
+// # Safety
+// `config` must be a live configuration or NULL; `address` a
+// NUL-terminated string or NULL.
+perfplus_result perfplus_node_config_add_ping_node(perfplus_node_config *config, const char *address);
+
+// Require fencing before a convicted node's resources move (the default),
+// or not.
+//
+// # Safety
+// `config` must be a live configuration or NULL.
+perfplus_result perfplus_node_config_set_fencing(perfplus_node_config *config, bool required);
+
+// Free a configuration; NULL is a no-op.
+//
+// # Safety
+// `config` must be NULL or a live configuration, not used afterwards.
+void perfplus_node_config_free(perfplus_node_config *config);
+
+// Start a node with a copy of `config`: open its sockets, then start its
+// threads (the first threads this library starts). `on_event` (may be
+// NULL) is called with `userdata` for each event on the node's event
+// thread; `destroy` (may be NULL) is called with `userdata` once the node
+// no longer needs it (by `perfplus_node_stop`, or `perfplus_node_free`), and
+// also if the start fails. `userdata` must be usable from another thread.
+//
+// # Safety
+// `config` must be a live configuration or NULL; `on_event` and `destroy`
+// valid functions or NULL; `out` writable or NULL.
+perfplus_result perfplus_node_start(const perfplus_node_config *config, perfplus_node_event_fn on_event, void *userdata, perfplus_userdata_free_fn destroy, perfplus_node **out);
+
+// How many members `perfplus_node_members` will report (every configured
+// node, this one included).
+//
+// # Safety
+// `node` must be a live node or NULL; `out_count` writable or NULL.
+perfplus_result perfplus_node_member_count(const perfplus_node *node, size_t *out_count);
+
+// Copy every member into `members` (room for `capacity`), by id, and
+// their number into `*out_count`. If `capacity` is too small nothing is
+// written and the result is `PERFPLUS_RESULT_BUFFER_TOO_SMALL` (ask
+// `perfplus_node_member_count`). May be called from the event callback.
+//
+// # Safety
+// `node` must be a live node or NULL; `members` must point to `capacity`
+// writable entries or be NULL; `out_count` writable or NULL.
+perfplus_result perfplus_node_members(const perfplus_node *node, perfplus_member *members, size_t capacity, size_t *out_count);
+
+// Whether this node's partition is quorate.
+//
+// # Safety
+// `node` must be a live node or NULL; `out_quorate` writable or NULL.
+perfplus_result perfplus_node_quorate(const perfplus_node *node, bool *out_quorate);
+
+// Report the outcome of a PERFPLUS_EVENT_FENCE_REQUESTED: `ok` if node
+// `id`'s `incarnation` is known to be off.
+//
+// # Safety
+// `node` must be a live node or NULL.
+perfplus_result perfplus_node_fence_result(const perfplus_node *node, uint16_t id, uint64_t incarnation, bool ok);
+
+// Leave the cluster cleanly and join the node's threads; `destroy` has
+// run for the userdata when this returns. Idempotent. Not from the event
+// callback.
+//
+// # Safety
+// `node` must be a live node or NULL, not used by another thread during
+// the call.
+perfplus_result perfplus_node_stop(perfplus_node *node);
+
+// Free a node (stopping it first if needed); NULL is a no-op.
+//
+// # Safety
+// `node` must be NULL or a live node, not used afterwards.
+void perfplus_node_free(perfplus_node *node);
 
 // The name of a result code as a static NUL-terminated string, e.g.
 // `"PERFPLUS_RESULT_NULL_ARGUMENT"`; `"PERFPLUS_RESULT_UNKNOWN"` for a number

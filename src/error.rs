@@ -15,6 +15,12 @@ pub enum Error {
     /// A backend (hypervisor seam) operation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// A node configuration could not be read or is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A cluster node could not start.
+    #[error(transparent)]
+    Node(#[from] crate::runtime::NodeError),
     /// The redundant authenticated medium failed.
     #[error(transparent)]
     Medium(#[from] MediumError),

@@ -5,9 +5,11 @@
 //!
 //! The crate is layered (see `DESIGN.md` beside the repository):
 //!
-//! - sans-io cores, pure state machines that take time as an argument;
+//! - sans-io cores, pure state machines that take time as an argument
+//!   ([`detector`], [`membership`], [`wire`], [`orchestrator`]);
 //! - backends, the hypervisor seam;
-//! - the runtime, the only place with threads, sockets and clocks;
+//! - the runtime, the only place with threads, sockets and clocks
+//!   ([`runtime::Node`], configured by [`config::NodeConfig`]);
 //! - [`ffi`], the C ABI declared in `include/perfplus.h`.
 //!
 //! ```
@@ -16,6 +18,8 @@
 //! ```
 
 pub mod backend;
+pub mod config;
+pub mod detector;
 /// cbindgen:ignore
 pub mod driver;
 mod error;
@@ -24,9 +28,11 @@ pub mod ffi;
 pub mod heartbeat;
 /// cbindgen:ignore
 pub mod medium;
+pub mod membership;
 /// cbindgen:ignore
 pub mod migration;
 pub mod orchestrator;
+pub mod runtime;
 /// cbindgen:ignore
 pub mod wire;
 

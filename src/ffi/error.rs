@@ -46,6 +46,16 @@ impl From<crate::Error> for Failure {
             crate::Error::Backend(e) => backend_code(e),
             crate::Error::Migration(e) => migration_code(e),
             crate::Error::Workload(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+            crate::Error::Config(e) => config_code(e),
+            crate::Error::Node(e) => {
+                use crate::runtime::NodeError as N;
+                match e {
+                    N::Config(e) => config_code(e),
+                    N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+                    N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
+                    N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
+                }
+            }
             crate::Error::Medium(e) => {
                 use crate::medium::MediumError as M;
                 match e {
@@ -128,6 +138,13 @@ fn backend_code(e: &crate::backend::BackendError) -> perfplus_result {
         B::Gone { .. } => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
         B::Io { .. } => R::PERFPLUS_RESULT_IO,
         B::Hypervisor { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
+    }
+}
+
+fn config_code(error: &crate::config::ConfigError) -> perfplus_result {
+    match error {
+        crate::config::ConfigError::Read { .. } => perfplus_result::PERFPLUS_RESULT_IO,
+        _ => perfplus_result::PERFPLUS_RESULT_INVALID_CONFIG,
     }
 }
 

@@ -31,6 +31,7 @@ pub(crate) mod boundary;
 pub mod error;
 pub(crate) mod handle;
 pub mod medium;
+pub mod node;
 pub mod result;
 pub mod version;
 
