@@ -29,6 +29,8 @@ pub mod heartbeat;
 /// cbindgen:ignore
 pub mod medium;
 pub mod membership;
+/// cbindgen:ignore
+pub mod migration;
 pub mod orchestrator;
 pub mod runtime;
 /// cbindgen:ignore
