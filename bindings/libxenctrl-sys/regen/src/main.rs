@@ -56,6 +56,7 @@ const LIBRARIES: &[(&str, &str, &[&str])] = &[
             "xc_cpu_policy_destroy",
             "xc_cpu_policy_get_domain",
             "xc_cpu_policy_serialise",
+            "xc_cpu_policy_get_size",
         ],
     ),
     (
@@ -84,6 +85,9 @@ const LIBRARIES: &[(&str, &str, &[&str])] = &[
             "xs_check_watch",
             "xs_read_watch",
             "xs_get_domain_path",
+            "xs_transaction_start",
+            "xs_transaction_end",
+            "xs_resume_domain",
         ],
     ),
     (
@@ -112,7 +116,7 @@ const VARS: &[&str] = &[
     "HVM_PARAM_(STORE_PFN|STORE_EVTCHN|CONSOLE_PFN|CONSOLE_EVTCHN|IOREQ_PFN|BUFIOREQ_PFN|\
      PAGING_RING_PFN|MONITOR_RING_PFN|SHARING_RING_PFN|VM86_TSS_SIZED|ACPI_IOPORTS_LOCATION|\
      VIRIDIAN|IDENT_PT|VM_GENERATION_ID_ADDR|IOREQ_SERVER_PFN|NR_IOREQ_SERVER_PAGES|\
-     X87_FIP_WIDTH|MCA_CAP)",
+     X87_FIP_WIDTH|MCA_CAP|CALLBACK_IRQ)",
     "XS_OPEN_.*",
     "XC_PAGE_SHIFT",
     "XC_PAGE_SIZE",

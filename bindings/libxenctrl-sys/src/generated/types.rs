@@ -64,6 +64,7 @@ pub const SHUTDOWN_crash: ::std::os::raw::c_int = 3;
 pub const SHUTDOWN_watchdog: ::std::os::raw::c_int = 4;
 pub const SHUTDOWN_soft_reset: ::std::os::raw::c_int = 5;
 pub const SHUTDOWN_MAX: ::std::os::raw::c_int = 5;
+pub const HVM_PARAM_CALLBACK_IRQ: ::std::os::raw::c_uint = 0;
 pub const HVM_PARAM_STORE_PFN: ::std::os::raw::c_uint = 1;
 pub const HVM_PARAM_STORE_EVTCHN: ::std::os::raw::c_uint = 2;
 pub const HVM_PARAM_IOREQ_PFN: ::std::os::raw::c_uint = 5;

@@ -50,6 +50,11 @@ pub struct XenGuest {
         msrs: *mut xen_msr_entry_t,
         nr_msrs: *mut u32,
     ) -> ::std::os::raw::c_int,
+    pub xc_cpu_policy_get_size: unsafe extern "C" fn(
+        xch: *mut xc_interface,
+        nr_leaves: *mut u32,
+        nr_msrs: *mut u32,
+    ) -> ::std::os::raw::c_int,
 }
 impl XenGuest {
     pub unsafe fn new<P>(path: P) -> Result<Self, ::libloading::Error>
@@ -77,6 +82,9 @@ impl XenGuest {
         let xc_cpu_policy_serialise = __library
             .get(b"xc_cpu_policy_serialise\0")
             .map(|sym| *sym)?;
+        let xc_cpu_policy_get_size = __library
+            .get(b"xc_cpu_policy_get_size\0")
+            .map(|sym| *sym)?;
         Ok(XenGuest {
             __library,
             xc_domain_save,
@@ -86,6 +94,7 @@ impl XenGuest {
             xc_cpu_policy_destroy,
             xc_cpu_policy_get_domain,
             xc_cpu_policy_serialise,
+            xc_cpu_policy_get_size,
         })
     }
     pub unsafe fn xc_domain_save(
@@ -163,5 +172,13 @@ impl XenGuest {
         nr_msrs: *mut u32,
     ) -> ::std::os::raw::c_int {
         (self.xc_cpu_policy_serialise)(xch, policy, leaves, nr_leaves, msrs, nr_msrs)
+    }
+    pub unsafe fn xc_cpu_policy_get_size(
+        &self,
+        xch: *mut xc_interface,
+        nr_leaves: *mut u32,
+        nr_msrs: *mut u32,
+    ) -> ::std::os::raw::c_int {
+        (self.xc_cpu_policy_get_size)(xch, nr_leaves, nr_msrs)
     }
 }

@@ -51,6 +51,18 @@ pub struct XenStore {
         path: *const ::std::os::raw::c_char,
         token: *const ::std::os::raw::c_char,
     ) -> bool,
+    pub xs_transaction_start: unsafe extern "C" fn(
+        h: *mut xs_handle,
+    ) -> xs_transaction_t,
+    pub xs_transaction_end: unsafe extern "C" fn(
+        h: *mut xs_handle,
+        t: xs_transaction_t,
+        abort: bool,
+    ) -> bool,
+    pub xs_resume_domain: unsafe extern "C" fn(
+        h: *mut xs_handle,
+        domid: ::std::os::raw::c_uint,
+    ) -> bool,
     pub xs_get_domain_path: unsafe extern "C" fn(
         h: *mut xs_handle,
         domid: ::std::os::raw::c_uint,
@@ -80,6 +92,11 @@ impl XenStore {
         let xs_check_watch = __library.get(b"xs_check_watch\0").map(|sym| *sym)?;
         let xs_read_watch = __library.get(b"xs_read_watch\0").map(|sym| *sym)?;
         let xs_unwatch = __library.get(b"xs_unwatch\0").map(|sym| *sym)?;
+        let xs_transaction_start = __library
+            .get(b"xs_transaction_start\0")
+            .map(|sym| *sym)?;
+        let xs_transaction_end = __library.get(b"xs_transaction_end\0").map(|sym| *sym)?;
+        let xs_resume_domain = __library.get(b"xs_resume_domain\0").map(|sym| *sym)?;
         let xs_get_domain_path = __library.get(b"xs_get_domain_path\0").map(|sym| *sym)?;
         Ok(XenStore {
             __library,
@@ -94,6 +111,9 @@ impl XenStore {
             xs_check_watch,
             xs_read_watch,
             xs_unwatch,
+            xs_transaction_start,
+            xs_transaction_end,
+            xs_resume_domain,
             xs_get_domain_path,
         })
     }
@@ -170,6 +190,24 @@ impl XenStore {
         token: *const ::std::os::raw::c_char,
     ) -> bool {
         (self.xs_unwatch)(h, path, token)
+    }
+    pub unsafe fn xs_transaction_start(&self, h: *mut xs_handle) -> xs_transaction_t {
+        (self.xs_transaction_start)(h)
+    }
+    pub unsafe fn xs_transaction_end(
+        &self,
+        h: *mut xs_handle,
+        t: xs_transaction_t,
+        abort: bool,
+    ) -> bool {
+        (self.xs_transaction_end)(h, t, abort)
+    }
+    pub unsafe fn xs_resume_domain(
+        &self,
+        h: *mut xs_handle,
+        domid: ::std::os::raw::c_uint,
+    ) -> bool {
+        (self.xs_resume_domain)(h, domid)
     }
     pub unsafe fn xs_get_domain_path(
         &self,
