@@ -76,7 +76,11 @@ impl From<crate::Error> for Failure {
                     X::Library(_) => R::PERFPLUS_RESULT_HYPERVISOR_LIBRARY,
                     X::HypervisorVersion { .. } => R::PERFPLUS_RESULT_HYPERVISOR_VERSION,
                     X::NoSuchDomain(_) => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
-                    X::Call { .. } | X::Unexpected { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
+                    X::Call { .. }
+                    | X::Unexpected { .. }
+                    | X::SuspendTimeout { .. }
+                    | X::UnexpectedShutdown { .. }
+                    | X::Toolstack { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
                 }
             }
         };

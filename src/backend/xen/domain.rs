@@ -11,20 +11,29 @@
 //!   through libxenguest's own save loop, which translates its P2M and
 //!   rewrites its page tables;
 //! - pause/resume: Xen counts pauses per controller, so the domain
-//!   remembers whether *it* holds one and gives back only that;
+//!   remembers whether *it* holds one and gives back only that; for a
+//!   migration ([`StopMethod::Suspend`]) the guest is instead asked to
+//!   suspend itself through xenstore, as libxl does, so that it reconnects
+//!   its event channels and shared pages wherever it wakes up (a merely
+//!   paused guest would wake up in a new domain with none of them), and
+//!   resumed with `xc_domain_resume(fast)` if the migration fails;
 //! - CPU cap: the credit/credit2 cap, read, changed and restored.
 //!
 //! Dropping a `XenDomain` undoes everything it did: log-dirty off, the
-//! original cap back, its pause released. A failed migration therefore
-//! leaves the guest running.
+//! original cap back, its pause or suspend released. A failed migration
+//! therefore leaves the guest running. After a successful one,
+//! [`XenDomain::mark_migrated`] keeps it stopped for the toolstack to
+//! destroy.
 
 use std::ffi::c_int;
+use std::time::{Duration, Instant};
 
 use libxenctrl_sys as sys;
 
 use super::hcall::HypercallBuffer;
 use super::host::{DomainInfo, XenHost};
 use super::records;
+use super::store::XenStore;
 use super::XenError;
 use crate::backend::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};
 
@@ -43,6 +52,24 @@ pub struct LogDirtyStats {
     pub fault_count: u32,
 }
 
+/// How [`Domain::pause`] stops the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMethod {
+    /// `xc_domain_pause`: the vCPUs stop where they are (to watch a guest).
+    Pause,
+    /// Ask the guest to suspend itself (xenstore `control/shutdown` =
+    /// "suspend") and wait up to `timeout` until Xen shows it shut down
+    /// for suspend: what a migration needs.
+    Suspend {
+        /// How long the guest may take (libxl allows 60 s).
+        timeout: Duration,
+    },
+}
+
+/// How often the domain's state is polled while it suspends: a hypercall
+/// each time, and the most this adds to the downtime.
+const SUSPEND_POLL: Duration = Duration::from_millis(2);
+
 /// A guest's scheduler cap before perfplus changed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SavedCap {
@@ -60,6 +87,9 @@ pub struct XenDomain {
     gfn_count: u64,
     dirty_log: Option<HypercallBuffer>,
     we_paused: bool,
+    stop: StopMethod,
+    suspended: bool,
+    migrated: bool,
     saved_cap: Option<SavedCap>,
     last_stats: LogDirtyStats,
 }
@@ -70,7 +100,7 @@ impl std::fmt::Debug for HypercallBuffer {
     }
 }
 
-fn backend_error(e: XenError, domid: u32) -> BackendError {
+pub(super) fn backend_error(e: XenError, domid: u32) -> BackendError {
     match e {
         XenError::Call { call, source, .. } => BackendError::Hypervisor {
             call,
@@ -118,11 +148,104 @@ impl XenDomain {
             gfn_count: gfns,
             dirty_log: None,
             we_paused: false,
+            stop: StopMethod::Pause,
+            suspended: false,
+            migrated: false,
             saved_cap: None,
             last_stats: LogDirtyStats::default(),
         })
     }
 
+    /// Choose how [`Domain::pause`] stops the guest (default
+    /// [`StopMethod::Pause`]).
+    pub fn set_stop_method(&mut self, stop: StopMethod) {
+        self.stop = stop;
+    }
+
+    /// Whether perfplus suspended the guest (and has not resumed it).
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// Ask the guest to suspend itself and wait until it has (Xen shows it
+    /// shut down with reason suspend), as libxl does: "suspend" into
+    /// xenstore `control/shutdown`, then poll the domain's state. If the
+    /// guest does not even take the request within `timeout`, the request
+    /// is withdrawn and the guest runs on.
+    pub fn suspend(&mut self, timeout: Duration) -> Result<(), XenError> {
+        if self.suspended {
+            return Ok(());
+        }
+        let store = XenStore::open(self.host.inner.libs.clone())?;
+        let path = format!("/local/domain/{}/control/shutdown", self.domid);
+        store.write(&path, "suspend")?;
+        let started = Instant::now();
+        loop {
+            let info = self.info()?;
+            if info.shutdown {
+                if info.is_suspended() {
+                    self.suspended = true;
+                    return Ok(());
+                }
+                return Err(XenError::UnexpectedShutdown {
+                    domid: self.domid,
+                    reason: info.shutdown_reason,
+                });
+            }
+            if started.elapsed() >= timeout {
+                let withdrawn = store.withdraw_suspend_request(self.domid)?;
+                // The guest may have finished between the last look and
+                // the withdrawal.
+                if self.info()?.is_suspended() {
+                    self.suspended = true;
+                    return Ok(());
+                }
+                return Err(XenError::SuspendTimeout {
+                    domid: self.domid,
+                    acknowledged: !withdrawn,
+                    after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            std::thread::sleep(SUSPEND_POLL);
+        }
+    }
+
+    /// Let a guest that suspended for a migration run on here: the suspend
+    /// hypercall returns "cancelled" to it (`xc_domain_resume(fast)`), so it
+    /// just goes on, and xenstored is told it runs (`XS_RESUME`). Also for a
+    /// guest that suspended late, after perfplus had given up waiting.
+    pub fn resume_after_suspend(&mut self) -> Result<(), XenError> {
+        if !self.info()?.is_suspended() {
+            self.suspended = false;
+            return Ok(());
+        }
+        // SAFETY: plain domctls on a domain id.
+        if unsafe {
+            self.host
+                .libs()
+                .guest
+                .xc_domain_resume(self.host.xch(), self.domid, 1)
+        } != 0
+        {
+            return Err(XenError::last_os_error(
+                "xc_domain_resume",
+                Some(self.domid),
+            ));
+        }
+        self.suspended = false;
+        XenStore::open(self.host.inner.libs.clone())?.resume_domain(self.domid)
+    }
+
+    /// The guest now runs elsewhere: never resume this copy (it stays
+    /// suspended or paused for the toolstack to destroy).
+    pub fn mark_migrated(&mut self) {
+        self.migrated = true;
+    }
+
+    /// The handle to the hypervisor this domain was attached through.
+    pub fn host(&self) -> &XenHost {
+        &self.host
+    }
     /// The domain id.
     pub fn domid(&self) -> u32 {
         self.domid
@@ -149,29 +272,7 @@ impl XenDomain {
     /// memory, `XTAB` for a hole, `BROKEN`, page-table types on PV), from
     /// `xc_get_pfn_type_batch`.
     pub fn page_types(&self, pfns: &[Pfn]) -> Result<Vec<u32>, XenError> {
-        let mut types = Vec::with_capacity(pfns.len());
-        for batch in pfns.chunks(MAP_BATCH_PAGES) {
-            let mut arr: Vec<sys::xen_pfn_t> = batch.to_vec();
-            let n = u32::try_from(arr.len()).unwrap_or(u32::MAX);
-            // SAFETY: `arr` holds `n` gfns and is rewritten in place.
-            let rc = unsafe {
-                self.host.libs().ctrl.xc_get_pfn_type_batch(
-                    self.host.xch(),
-                    self.domid,
-                    n,
-                    arr.as_mut_ptr(),
-                )
-            };
-            if rc != 0 {
-                return Err(XenError::last_os_error(
-                    "xc_get_pfn_type_batch",
-                    Some(self.domid),
-                ));
-            }
-            // The type sits in the top nibble of the low 32 bits.
-            types.extend(arr.iter().map(|t| (*t & 0xf000_0000) as u32));
-        }
-        Ok(types)
+        page_types(&self.host, self.domid, pfns)
     }
 
     fn check_access(&self, pfns: &[Pfn], len: usize) -> Result<(), BackendError> {
@@ -444,6 +545,10 @@ impl XenDomain {
                 entries.push((u64::from(index), value));
             }
         }
+        // libxenguest leaves the record out when no parameter is set.
+        if entries.is_empty() {
+            return Ok(out);
+        }
         let mut params = Vec::with_capacity(8 + 16 * entries.len());
         params.extend_from_slice(&u32::try_from(entries.len()).unwrap_or(0).to_le_bytes());
         params.extend_from_slice(&0_u32.to_le_bytes());
@@ -455,6 +560,34 @@ impl XenDomain {
             .ok_or_else(|| too_long("xc_hvm_param_get"))?;
         Ok(out)
     }
+}
+
+/// The `XEN_DOMCTL_PFINFO_*` type of each of `pfns` of `domid`, from
+/// `xc_get_pfn_type_batch`, 1024 at a time.
+pub(super) fn page_types(host: &XenHost, domid: u32, pfns: &[Pfn]) -> Result<Vec<u32>, XenError> {
+    let mut types = Vec::with_capacity(pfns.len());
+    let mut arr: Vec<sys::xen_pfn_t> = Vec::with_capacity(MAP_BATCH_PAGES);
+    for batch in pfns.chunks(MAP_BATCH_PAGES) {
+        arr.clear();
+        arr.extend_from_slice(batch);
+        // At most MAP_BATCH_PAGES.
+        let n = u32::try_from(arr.len()).unwrap_or(u32::MAX);
+        // SAFETY: `arr` holds `n` gfns and is rewritten in place.
+        let rc = unsafe {
+            host.libs()
+                .ctrl
+                .xc_get_pfn_type_batch(host.xch(), domid, n, arr.as_mut_ptr())
+        };
+        if rc != 0 {
+            return Err(XenError::last_os_error(
+                "xc_get_pfn_type_batch",
+                Some(domid),
+            ));
+        }
+        // The type sits in the top nibble of the low 32 bits.
+        types.extend(arr.iter().map(|t| (*t & 0xf000_0000) as u32));
+    }
+    Ok(types)
 }
 
 impl Domain for XenDomain {
@@ -469,16 +602,48 @@ impl Domain for XenDomain {
         self.gfn_count
     }
 
+    /// Pages with no memory behind them (holes of the sparse gfn space,
+    /// broken pages: `xc_get_pfn_type_batch` says XTAB, XALLOC or BROKEN)
+    /// read as zeros; the rest through one foreign mapping per batch.
     fn read_pages(&mut self, pfns: &[Pfn], buf: &mut [u8]) -> Result<(), BackendError> {
         self.check_access(pfns, buf.len())?;
+        let domid = self.domid;
         for (batch, out) in pfns
             .chunks(MAP_BATCH_PAGES)
             .zip(buf.chunks_mut(MAP_BATCH_PAGES * PAGE_SIZE))
         {
-            self.with_mapping(batch, libc::PROT_READ, |addr| {
-                // SAFETY: the mapping holds `batch.len()` readable pages,
-                // exactly `out.len()` bytes; they do not overlap `out`.
-                unsafe { std::ptr::copy_nonoverlapping(addr, out.as_mut_ptr(), out.len()) }
+            let types = self
+                .page_types(batch)
+                .map_err(|e| backend_error(e, domid))?;
+            let mut mapped = Vec::with_capacity(batch.len());
+            for ((&pfn, &t), page) in batch.iter().zip(&types).zip(out.chunks_mut(PAGE_SIZE)) {
+                if records::pfinfo_has_data(t) {
+                    mapped.push(pfn);
+                } else {
+                    page.fill(0);
+                }
+            }
+            if mapped.is_empty() {
+                continue;
+            }
+            self.with_mapping(&mapped, libc::PROT_READ, |addr| {
+                let mut at = 0;
+                for (&t, page) in types.iter().zip(out.chunks_mut(PAGE_SIZE)) {
+                    if records::pfinfo_has_data(t) {
+                        // SAFETY: the mapping holds `mapped.len()` readable
+                        // pages; `at` counts the data pages before this one,
+                        // so `addr + at` is inside it; `page` is one page of
+                        // `out`, which the mapping does not overlap.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                addr.wrapping_add(at * PAGE_SIZE),
+                                page.as_mut_ptr(),
+                                PAGE_SIZE,
+                            );
+                        }
+                        at += 1;
+                    }
+                }
             })?;
         }
         Ok(())
@@ -541,7 +706,7 @@ impl Domain for XenDomain {
                 got: dirty.words().len() * 8,
             });
         }
-        let mode = if self.we_paused {
+        let mode = if self.we_paused || self.suspended {
             sys::XEN_DOMCTL_SHADOW_LOGDIRTY_FINAL
         } else {
             0
@@ -615,6 +780,11 @@ impl Domain for XenDomain {
     }
 
     fn pause(&mut self) -> Result<(), BackendError> {
+        if let StopMethod::Suspend { timeout } = self.stop {
+            return self
+                .suspend(timeout)
+                .map_err(|e| backend_error(e, self.domid));
+        }
         if self.we_paused {
             return Ok(());
         }
@@ -638,6 +808,11 @@ impl Domain for XenDomain {
     fn resume(&mut self) -> Result<(), BackendError> {
         self.restore_cap()
             .map_err(|e| backend_error(e, self.domid))?;
+        if self.suspended || self.stop != StopMethod::Pause {
+            // Also a guest that suspended after perfplus gave up waiting.
+            self.resume_after_suspend()
+                .map_err(|e| backend_error(e, self.domid))?;
+        }
         if !self.we_paused {
             return Ok(());
         }
@@ -659,7 +834,7 @@ impl Domain for XenDomain {
     }
 
     fn is_paused(&self) -> bool {
-        self.we_paused || self.info().is_ok_and(|i| i.paused)
+        self.we_paused || self.suspended || self.info().is_ok_and(|i| i.paused || i.shutdown)
     }
 
     fn set_cpu_cap(&mut self, cap: Option<CpuShare>) -> Result<(), BackendError> {
@@ -733,6 +908,9 @@ impl Drop for XenDomain {
             if let Err(e) = self.disable_dirty_log() {
                 eprintln!("perfplus: xen: {e}");
             }
+        }
+        if self.migrated {
+            return;
         }
         if let Err(e) = self.resume() {
             eprintln!("perfplus: xen: {e}");

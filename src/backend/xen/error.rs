@@ -53,6 +53,44 @@ pub enum XenError {
         #[source]
         source: std::io::Error,
     },
+    /// The guest did not suspend when asked (xenstore `control/shutdown`).
+    /// If it never acknowledged the request, the request was withdrawn
+    /// and the guest runs on; if it acknowledged but did not finish, it
+    /// may still suspend late (perfplus resumes it when it sees that).
+    #[error(
+        "domain {domid} did not suspend within {after_ms} ms ({})",
+        if *.acknowledged {
+            "it acknowledged the request but did not finish"
+        } else {
+            "it never acknowledged the request, which was withdrawn: are its PV drivers running?"
+        }
+    )]
+    SuspendTimeout {
+        /// The domain.
+        domid: u32,
+        /// Whether the guest took the request (cleared `control/shutdown`).
+        acknowledged: bool,
+        /// How long perfplus waited.
+        after_ms: u64,
+    },
+    /// Asked to suspend, the guest shut down for another reason (or was
+    /// destroyed): there is nothing left to migrate.
+    #[error("domain {domid} shut down with reason {reason} instead of suspending")]
+    UnexpectedShutdown {
+        /// The domain.
+        domid: u32,
+        /// Its `SHUTDOWN_*` reason.
+        reason: u32,
+    },
+    /// A toolstack command (`xl`) perfplus runs for the bookkeeping it
+    /// leaves to the toolstack failed.
+    #[error("`{command}` failed: {reason}")]
+    Toolstack {
+        /// The command line.
+        command: String,
+        /// Its exit status and error output, or why it did not run.
+        reason: String,
+    },
     /// The hypervisor answered something these bindings cannot use.
     #[error("{call} returned {what}{}", domain_suffix(*.domid))]
     Unexpected {

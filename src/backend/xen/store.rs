@@ -1,5 +1,7 @@
 //! A small xenstore client over libxenstore: the reads and writes a
-//! toolstack needs around a migration (domain names, `control/shutdown`).
+//! toolstack needs around a migration (domain names, `control/shutdown`,
+//! the rename of a migrated domain in one transaction, and telling
+//! xenstored that a suspended domain runs again).
 
 use std::ffi::{c_char, c_void, CString};
 use std::ptr::NonNull;
@@ -52,13 +54,17 @@ impl XenStore {
 
     /// The value at `path`, `None` if it does not exist.
     pub fn read(&self, path: &str) -> Result<Option<String>, XenError> {
+        self.read_in(XBT_NULL, path)
+    }
+
+    fn read_in(&self, t: sys::xs_transaction_t, path: &str) -> Result<Option<String>, XenError> {
         let c = c_path(path)?;
         let mut len: u32 = 0;
         // SAFETY: `c` is NUL-terminated, `len` a valid out-parameter.
         let value = unsafe {
             self.libs
                 .store
-                .xs_read(self.xsh.as_ptr(), XBT_NULL, c.as_ptr(), &mut len)
+                .xs_read(self.xsh.as_ptr(), t, c.as_ptr(), &mut len)
         };
         if value.is_null() {
             let e = std::io::Error::last_os_error();
@@ -82,6 +88,10 @@ impl XenStore {
 
     /// Write `value` at `path`.
     pub fn write(&self, path: &str, value: &str) -> Result<(), XenError> {
+        self.write_in(XBT_NULL, path, value)
+    }
+
+    fn write_in(&self, t: sys::xs_transaction_t, path: &str, value: &str) -> Result<(), XenError> {
         let c = c_path(path)?;
         let len = u32::try_from(value.len()).map_err(|_| XenError::Unexpected {
             call: "xs_write",
@@ -92,7 +102,7 @@ impl XenStore {
         let ok = unsafe {
             self.libs.store.xs_write(
                 self.xsh.as_ptr(),
-                XBT_NULL,
+                t,
                 c.as_ptr(),
                 value.as_ptr().cast::<c_void>(),
                 len,
@@ -141,5 +151,113 @@ impl XenStore {
         // SAFETY: the block is freed exactly once, as a whole, after its last use.
         unsafe { libc::free(list.cast::<c_void>()) };
         Ok(names)
+    }
+
+    /// Run `body` in a xenstore transaction, again from the start when
+    /// another writer raced it (`EAGAIN` at commit), at most 16 times.
+    fn transaction<T>(
+        &self,
+        mut body: impl FnMut(sys::xs_transaction_t) -> Result<T, XenError>,
+    ) -> Result<T, XenError> {
+        for _ in 0..16 {
+            // SAFETY: an open handle; a 0 answer is a failure (errno set).
+            let t = unsafe { self.libs.store.xs_transaction_start(self.xsh.as_ptr()) };
+            if t == XBT_NULL {
+                return Err(XenError::last_os_error("xs_transaction_start", None));
+            }
+            let result = body(t);
+            let abort = result.is_err();
+            // SAFETY: `t` is the transaction started above, ended once.
+            let ok = unsafe {
+                self.libs
+                    .store
+                    .xs_transaction_end(self.xsh.as_ptr(), t, abort)
+            };
+            if abort {
+                return result;
+            }
+            if ok {
+                return result;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EAGAIN) {
+                return Err(XenError::Call {
+                    call: "xs_transaction_end",
+                    domid: None,
+                    source: e,
+                });
+            }
+        }
+        Err(XenError::Unexpected {
+            call: "xs_transaction_end",
+            domid: None,
+            what: "16 conflicts in a row with other xenstore writers".into(),
+        })
+    }
+
+    /// Withdraw a suspend request the guest has not taken yet: if
+    /// `control/shutdown` still says "suspend", empty it, atomically (as
+    /// libxl does), so the guest cannot take it half-way. True if withdrawn,
+    /// false if the guest had taken it.
+    pub(crate) fn withdraw_suspend_request(&self, domid: u32) -> Result<bool, XenError> {
+        let path = format!("/local/domain/{domid}/control/shutdown");
+        self.transaction(|t| {
+            if self.read_in(t, &path)?.as_deref() != Some("suspend") {
+                return Ok(false);
+            }
+            self.write_in(t, &path, "")?;
+            Ok(true)
+        })
+    }
+
+    /// Rename domain `domid` from `old` to `new` as libxl does: the name
+    /// under `/local/domain/<id>/name` and `/vm/<uuid>/name`, in one
+    /// transaction, refusing a name another domain has.
+    pub fn rename_domain(&self, domid: u32, old: &str, new: &str) -> Result<(), XenError> {
+        for other in self.directory("/local/domain")? {
+            let Ok(other_id) = other.parse::<u32>() else {
+                continue;
+            };
+            if other_id != domid
+                && self
+                    .read(&format!("/local/domain/{other_id}/name"))?
+                    .as_deref()
+                    == Some(new)
+            {
+                return Err(XenError::Unexpected {
+                    call: "rename",
+                    domid: Some(domid),
+                    what: format!("domain {other_id} is already named {new:?}"),
+                });
+            }
+        }
+        let name_path = format!("/local/domain/{domid}/name");
+        let vm = self.read(&format!("/local/domain/{domid}/vm"))?;
+        self.transaction(|t| {
+            let current = self.read_in(t, &name_path)?;
+            if current.as_deref() != Some(old) {
+                return Err(XenError::Unexpected {
+                    call: "rename",
+                    domid: Some(domid),
+                    what: format!("the domain is named {current:?}, not {old:?}"),
+                });
+            }
+            self.write_in(t, &name_path, new)?;
+            if let Some(vm) = &vm {
+                self.write_in(t, &format!("{vm}/name"), new)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Tell xenstored that a domain which shut down for suspend runs again
+    /// (`XS_RESUME`), so it reports the domain's next shutdown.
+    pub fn resume_domain(&self, domid: u32) -> Result<(), XenError> {
+        // SAFETY: an open handle and a plain domain id.
+        if unsafe { self.libs.store.xs_resume_domain(self.xsh.as_ptr(), domid) } {
+            Ok(())
+        } else {
+            Err(XenError::last_os_error("xs_resume_domain", Some(domid)))
+        }
     }
 }

@@ -1,0 +1,562 @@
+//! Live-migrating a Xen guest to a host that runs the stock
+//! `xl migrate-receive`, with Perf+ deciding the rounds.
+//!
+//! ```text
+//!  migrate_domain("web1", policy, options)
+//!    xl list -l            the configuration xl would send
+//!    XlLink::open          transport command (ssh HOST perfplus migrate-receive,
+//!                          or ssh HOST xl migrate-receive), banner, HELLO
+//!    preamble              xl save header + config, libxl header, LIBXC_CONTEXT
+//!    PV:  pv::save         xc_domain_save with Perf+ as its precopy_policy
+//!    PVH: migration::migrate over PvhSource → LibxcSink (Perf+'s own rounds)
+//!    libxl END; "domain received, ready to unpause"
+//!    rename to NAME--migratedaway; "domain is yours, ..."; status byte
+//!    xl destroy            the source, once the guest runs at the destination
+//! ```
+//!
+//! Until the destination reports that the guest runs there, any failure
+//! resumes the guest at the source ([`MigrationError::Aborted`]). The one
+//! window where that is not safe is xl's too: after perfplus gave the
+//! destination permission to start the guest and before it heard back,
+//! both copies may exist; the source then stays suspended and renamed
+//! `NAME--migratedaway` ([`MigrationError::HandoverUnconfirmed`]).
+
+use std::time::Duration;
+
+use super::channel::CommandChannel;
+use super::store::XenStore;
+use super::toolstack::Toolstack;
+use super::transcode::{Encoder, EncoderSettings, TranscodeStats};
+use super::xl::{
+    PERFPLUS_RECEIVER_HELLO, PERMISSION_TO_GO, RECEIVER_BANNER, RECEIVER_READY, REPORT,
+};
+use super::{domain, XenDomain, XenError, XenHost};
+use crate::migration::encode::EncodingSet;
+use crate::migration::{
+    EngineConfig, MigrationError, MigrationReport, PrecopyPolicy, Progress, ProgressFlow, Stage,
+};
+
+/// The kind of guest, which decides the data path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestType {
+    /// Paravirtualised: libxenguest's save loop (it rewrites the guest's
+    /// page tables), with Perf+ as its pre-copy policy.
+    Pv,
+    /// PVH (an HVM container without a device model): Perf+'s own rounds.
+    Pvh,
+}
+
+impl GuestType {
+    /// `pv` or `pvh`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pv => "pv",
+            Self::Pvh => "pvh",
+        }
+    }
+}
+
+/// How a Xen guest migrates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XenMigrationOptions {
+    /// The transport command, run with `sh -c`: its standard input takes
+    /// the stream, its standard output gives the receiver's answers (see
+    /// [`transport_command`]).
+    pub transport_command: String,
+    /// The receiver is `perfplus migrate-receive` (true: pages travel zero-
+    /// and delta-encoded, and are rebuilt there for `xl migrate-receive`),
+    /// or the stock `xl migrate-receive` itself (false: the plain stream).
+    pub transcoded: bool,
+    /// Bytes of page copies the sender (and so the receiver) keeps for deltas.
+    pub delta_cache_bytes: usize,
+    /// Longest wait for each answer of the receiver (its banner, "domain
+    /// received" after the restore, its report).
+    pub reply_timeout: Duration,
+    /// Longest time the receiver may stop reading the stream.
+    pub write_timeout: Duration,
+    /// Longest time the guest may take to suspend (libxl allows 60 s).
+    pub suspend_timeout: Duration,
+    /// The toolstack commands (configuration, destroying the source).
+    pub toolstack: Toolstack,
+    /// Destroy the source domain once the guest runs at the destination
+    /// (as `xl migrate` does). If false it stays suspended, renamed
+    /// `NAME--migratedaway`, for the caller to destroy.
+    pub destroy_source: bool,
+    /// The engine's settings: batch size (PVH), and what the downtime
+    /// prediction assumes about the switch-over (both).
+    pub engine: EngineConfig,
+}
+
+impl XenMigrationOptions {
+    /// Defaults for a transport command: transcoded, a 64 MiB delta cache,
+    /// 120 s for the receiver's answers and writes, 60 s to suspend.
+    pub fn new(transport_command: impl Into<String>) -> Self {
+        Self {
+            transport_command: transport_command.into(),
+            transcoded: true,
+            delta_cache_bytes: 64 << 20,
+            reply_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(120),
+            suspend_timeout: Duration::from_secs(60),
+            toolstack: Toolstack::default(),
+            destroy_source: true,
+            engine: EngineConfig {
+                // libxenguest's MAX_BATCH_SIZE: one PAGE_DATA record each.
+                batch_pages: 1024,
+                // The receiver's restore of the last records, libxl's
+                // hand-over (rename, unpause, report): far more than a
+                // raw memory copy, so the prediction's floor says so.
+                switchover_fixed_ms: 200.0,
+                link_latency_ms: 0.0,
+                // HVM context, parameters, TSC, CPU policy.
+                state_bytes: 64 * 1024,
+            },
+        }
+    }
+}
+
+/// The transport command for `destination`, as xl builds it: `exec SSH
+/// DESTINATION RECEIVER`, or, with an empty `ssh_command` (xl's `-s ""`),
+/// `destination` itself is the command.
+pub fn transport_command(destination: &str, ssh_command: &str, receiver: &str) -> String {
+    if ssh_command.is_empty() {
+        destination.to_string()
+    } else {
+        format!("exec {ssh_command} {destination} {receiver}")
+    }
+}
+
+/// What a Xen migration did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XenMigrationReport {
+    /// The source domain.
+    pub domid: u32,
+    /// Its name.
+    pub name: String,
+    /// PV or PVH.
+    pub guest_type: GuestType,
+    /// Rounds, downtime (at the source: from the suspend request to the
+    /// destination's report), total time, bytes, pages.
+    pub migration: MigrationReport,
+    /// Whether the stream was transcoded for a perfplus receiver.
+    pub transcoded: bool,
+    /// What went through the transcoder.
+    pub stream: TranscodeStats,
+    /// Whether the source domain was destroyed.
+    pub source_destroyed: bool,
+}
+
+/// The transport to the receiver with the transcoder in front of it.
+#[derive(Debug)]
+pub(crate) struct XlLink {
+    pub(crate) channel: CommandChannel,
+    pub(crate) encoder: Encoder,
+    out: Vec<u8>,
+    reply_timeout: Duration,
+}
+
+fn protocol(what: String) -> MigrationError {
+    MigrationError::Protocol { what }
+}
+
+impl XlLink {
+    /// Start the transport, and read the receiver's banner (and, for a
+    /// perfplus receiver, its hello first, answered with HELLO).
+    pub(crate) fn open(
+        options: &XenMigrationOptions,
+        settings: EncoderSettings,
+    ) -> Result<Self, MigrationError> {
+        let channel = CommandChannel::spawn(&options.transport_command, options.write_timeout)?;
+        let mut link = Self {
+            channel,
+            encoder: Encoder::new(settings),
+            out: Vec::new(),
+            reply_timeout: options.reply_timeout,
+        };
+        let stock = "the destination runs the stock `xl migrate-receive`, which cannot \
+                     decode the transcoded stream: migrate to `perfplus migrate-receive` \
+                     there, or with the plain stream (--stock-receiver)";
+        let perfplus = "the destination runs `perfplus migrate-receive`, which expects the \
+                        transcoded stream: migrate without --stock-receiver";
+        let line = link.read_line()?;
+        if settings.chunked {
+            if line == RECEIVER_BANNER {
+                return Err(MigrationError::Refused {
+                    reason: stock.into(),
+                });
+            }
+            if line != PERFPLUS_RECEIVER_HELLO {
+                return Err(unexpected_line(&line, "perfplus migrate-receive's hello"));
+            }
+            link.encoder.hello(&mut link.out);
+            link.flush()?;
+            let line = link.read_line()?;
+            if line != RECEIVER_BANNER {
+                return Err(unexpected_line(&line, "xl's receiver banner"));
+            }
+        } else if line == PERFPLUS_RECEIVER_HELLO {
+            return Err(MigrationError::Refused {
+                reason: perfplus.into(),
+            });
+        } else if line != RECEIVER_BANNER {
+            return Err(unexpected_line(&line, "xl's receiver banner"));
+        }
+        Ok(link)
+    }
+
+    fn read_line(&mut self) -> Result<Vec<u8>, MigrationError> {
+        let mut line = Vec::new();
+        let mut byte = [0_u8; 1];
+        while line.len() < 256 {
+            self.channel.recv_exact(
+                &mut byte,
+                self.reply_timeout,
+                "waiting for the receiver's banner",
+            )?;
+            line.push(byte[0]);
+            if byte[0] == b'\n' {
+                return Ok(line);
+            }
+        }
+        Err(unexpected_line(&line, "a banner line"))
+    }
+
+    fn flush(&mut self) -> Result<(), MigrationError> {
+        if !self.out.is_empty() {
+            let sent = self.channel.send(&self.out);
+            self.out.clear();
+            sent?;
+        }
+        Ok(())
+    }
+
+    /// Send bytes outside the libxc stream.
+    pub(crate) fn send_literal(&mut self, bytes: &[u8]) -> Result<(), MigrationError> {
+        self.encoder.push_literal(bytes, &mut self.out);
+        self.flush()
+    }
+
+    /// Send bytes of the libxc stream.
+    pub(crate) fn send_libxc(&mut self, bytes: &[u8]) -> Result<(), MigrationError> {
+        self.encoder.push_libxc(bytes, &mut self.out);
+        self.flush()
+    }
+
+    /// Read `message` from the receiver, exactly.
+    pub(crate) fn expect(
+        &mut self,
+        message: &'static [u8],
+        what: &'static str,
+    ) -> Result<(), MigrationError> {
+        let mut buf = vec![0_u8; message.len()];
+        self.channel
+            .recv_exact(&mut buf, self.reply_timeout, what)?;
+        if buf != message {
+            return Err(unexpected_line(&buf, what));
+        }
+        Ok(())
+    }
+
+    /// Read one byte (the receiver's status).
+    fn read_status(&mut self) -> Result<u8, MigrationError> {
+        let mut b = [0_u8; 1];
+        self.channel.recv_exact(
+            &mut b,
+            self.reply_timeout,
+            "waiting for the receiver's status",
+        )?;
+        Ok(b[0])
+    }
+
+    /// Bytes on the wire so far.
+    pub(crate) fn bytes_on_wire(&self) -> u64 {
+        self.channel.bytes_sent()
+    }
+
+    /// Close the stream: after a hand-over, with END (the receiver's side
+    /// ends cleanly); after a failure, without (the receiver sees a cut
+    /// stream and destroys what it built). Waits a little for the command.
+    pub(crate) fn close(mut self, completed: bool) {
+        if completed {
+            self.encoder.end(&mut self.out);
+            let _ = self.flush();
+        }
+        self.channel.finish(Duration::from_secs(10));
+    }
+}
+
+fn unexpected_line(got: &[u8], what: &str) -> MigrationError {
+    protocol(format!(
+        "expected {what}, got {:?}",
+        String::from_utf8_lossy(&got[..got.len().min(120)])
+    ))
+}
+
+/// How the final hand-over failed.
+#[derive(Debug)]
+pub(crate) enum HandoverError {
+    /// Before the destination was given permission: resume here.
+    BeforePermission(MigrationError),
+    /// The destination could not start the guest, destroyed its copy and
+    /// gave permission back: resume here.
+    ReturnedToSource(MigrationError),
+    /// Permission was given and nothing came back: both copies may exist.
+    Unconfirmed(MigrationError),
+}
+
+impl HandoverError {
+    pub(crate) fn into_inner(self) -> MigrationError {
+        match self {
+            Self::BeforePermission(e) | Self::ReturnedToSource(e) | Self::Unconfirmed(e) => e,
+        }
+    }
+}
+
+/// After the whole stream: wait until the destination has built the domain.
+pub(crate) fn await_ready(link: &mut XlLink) -> Result<(), MigrationError> {
+    link.expect(
+        RECEIVER_READY,
+        "waiting for the receiver to build the domain",
+    )
+}
+
+/// xl's hand-over: rename the source away, let the destination start the
+/// guest, read its report.
+pub(crate) fn hand_over(
+    link: &mut XlLink,
+    store: &XenStore,
+    domid: u32,
+    name: &str,
+) -> Result<(), HandoverError> {
+    let away = format!("{name}--migratedaway");
+    store.rename_domain(domid, name, &away).map_err(|e| {
+        HandoverError::BeforePermission(xen_failure("renaming the source domain", domid, e))
+    })?;
+    // From here on, as for xl, the destination may start the guest.
+    link.send_literal(PERMISSION_TO_GO)
+        .map_err(HandoverError::Unconfirmed)?;
+    link.expect(REPORT, "waiting for the receiver's report")
+        .map_err(HandoverError::Unconfirmed)?;
+    let status = link.read_status().map_err(HandoverError::Unconfirmed)?;
+    if status == 0 {
+        return Ok(());
+    }
+    link.expect(
+        PERMISSION_TO_GO,
+        "waiting for the receiver's permission to resume here",
+    )
+    .map_err(HandoverError::Unconfirmed)?;
+    if let Err(e) = store.rename_domain(domid, &away, name) {
+        eprintln!("perfplus: xen: renaming domain {domid} back to {name}: {e}");
+    }
+    Err(HandoverError::ReturnedToSource(MigrationError::Refused {
+        reason: format!(
+            "the destination could not start the guest (xl status {status}) and destroyed its copy"
+        ),
+    }))
+}
+
+/// A Xen failure as a migration failure.
+pub(crate) fn xen_failure(what: &'static str, domid: u32, e: XenError) -> MigrationError {
+    MigrationError::Backend {
+        what,
+        source: domain::backend_error(e, domid),
+    }
+}
+
+/// Live-migrate the domain `domain` (name or id) with `policy` deciding
+/// the rounds, to the receiver at the end of `options.transport_command`;
+/// `observer` sees each decision and may cancel before the guest is
+/// suspended.
+///
+/// PV guests go through libxenguest's own save loop with the policy as its
+/// `precopy_policy`; PVH guests through Perf+'s own rounds
+/// ([`crate::migration::migrate`]). HVM guests with a device model are
+/// refused (QEMU's state is not carried).
+pub fn migrate_domain(
+    host: &XenHost,
+    domain: &str,
+    policy: &dyn PrecopyPolicy,
+    options: &XenMigrationOptions,
+    observer: &mut dyn FnMut(&Progress) -> ProgressFlow,
+) -> Result<XenMigrationReport, crate::Error> {
+    let info = host.find_domain(domain)?;
+    let domid = info.domid;
+    let store = XenStore::open(host.inner.libs.clone())?;
+    let name = store
+        .read(&format!("/local/domain/{domid}/name"))?
+        .ok_or_else(|| XenError::NoSuchDomain(domain.to_string()))?;
+    let config = options.toolstack.migration_config(domid)?;
+    let guest_type = guest_type(&config, info.hvm, domid)?;
+    let mut source = XenDomain::attach(host, domid)?;
+    source.set_stop_method(super::StopMethod::Suspend {
+        timeout: options.suspend_timeout,
+    });
+    let encodings = if options.transcoded {
+        policy.encodings()
+    } else {
+        EncodingSet::RAW_ONLY
+    };
+    let settings = EncoderSettings {
+        chunked: options.transcoded,
+        encodings,
+        page_count: crate::backend::Domain::page_count(&source),
+        delta_cache_bytes: options.delta_cache_bytes,
+    };
+    let mut link = XlLink::open(options, settings).map_err(|e| aborted(Stage::Setup, e))?;
+    if let Err(e) = link.send_literal(&super::xl::preamble(&config)) {
+        link.close(false);
+        return Err(aborted(Stage::Setup, e).into());
+    }
+    let session = Session {
+        store: &store,
+        name: &name,
+        domid,
+        options,
+    };
+    let migration = match guest_type {
+        GuestType::Pv => super::pv::migrate(&session, &mut source, &mut link, policy, observer),
+        GuestType::Pvh => super::pvh::migrate(&session, source, &mut link, policy, observer),
+    };
+    let migration = match migration {
+        Ok(m) => m,
+        Err(e) => {
+            link.close(false);
+            return Err(e.into());
+        }
+    };
+    let stream = link.encoder.stats();
+    link.close(true);
+    let source_destroyed = if options.destroy_source {
+        match options.toolstack.destroy(domid) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!(
+                    "perfplus: xen: the guest runs at the destination, but destroying the \
+                     source domain {domid} ({name}--migratedaway) failed: {e}"
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    Ok(XenMigrationReport {
+        domid,
+        name,
+        guest_type,
+        migration,
+        transcoded: options.transcoded,
+        stream,
+        source_destroyed,
+    })
+}
+
+/// What both data paths need to know about the migration.
+pub(crate) struct Session<'a> {
+    pub(crate) store: &'a XenStore,
+    pub(crate) name: &'a str,
+    pub(crate) domid: u32,
+    pub(crate) options: &'a XenMigrationOptions,
+}
+
+/// `Aborted` at `stage`: nothing was changed at the source yet.
+fn aborted(stage: Stage, cause: MigrationError) -> MigrationError {
+    MigrationError::Aborted {
+        stage,
+        cause: Box::new(cause),
+    }
+}
+
+/// PV or PVH from the configuration's `c_info.type`; HVM is refused.
+fn guest_type(config: &[u8], hvm: bool, domid: u32) -> Result<GuestType, XenError> {
+    let kind = serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .and_then(|v| v["c_info"]["type"].as_str().map(str::to_string));
+    match (kind.as_deref(), hvm) {
+        (Some("pv"), false) | (None, false) => Ok(GuestType::Pv),
+        (Some("pvh"), true) => Ok(GuestType::Pvh),
+        (other, _) => Err(XenError::Unexpected {
+            call: "xl list -l",
+            domid: Some(domid),
+            what: format!(
+                "a guest of type {} (perfplus migrates PV and PVH guests; an HVM guest's \
+                 device model state is not carried)",
+                other.unwrap_or("hvm")
+            ),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_transport_is_built_like_xls() {
+        assert_eq!(
+            transport_command("host2", "ssh", "perfplus migrate-receive"),
+            "exec ssh host2 perfplus migrate-receive"
+        );
+        assert_eq!(
+            transport_command("countpipe /tmp/n | xl migrate-receive", "", "ignored"),
+            "countpipe /tmp/n | xl migrate-receive"
+        );
+    }
+
+    #[test]
+    fn only_pv_and_pvh_guests_are_migrated() {
+        let cfg = |t: &str| format!(r#"{{"c_info": {{"type": "{t}"}}}}"#).into_bytes();
+        assert_eq!(guest_type(&cfg("pv"), false, 1).unwrap(), GuestType::Pv);
+        assert_eq!(guest_type(&cfg("pvh"), true, 1).unwrap(), GuestType::Pvh);
+        let err = guest_type(&cfg("hvm"), true, 1).unwrap_err().to_string();
+        assert!(err.contains("device model"), "{err}");
+    }
+
+    fn stock_receiver(script: &str) -> XenMigrationOptions {
+        let mut o = XenMigrationOptions::new(script);
+        o.transcoded = false;
+        o.reply_timeout = Duration::from_secs(5);
+        o
+    }
+
+    fn plain() -> EncoderSettings {
+        EncoderSettings {
+            chunked: false,
+            encodings: EncodingSet::RAW_ONLY,
+            page_count: 16,
+            delta_cache_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn a_stock_receiver_banner_opens_the_link() {
+        let o = stock_receiver(
+            "printf 'xl migration receiver ready, send binary domain data.\\n'; cat >/dev/null",
+        );
+        let link = XlLink::open(&o, plain()).unwrap();
+        link.close(false);
+    }
+
+    #[test]
+    fn a_stock_receiver_refuses_a_transcoded_stream_before_anything_is_sent() {
+        let mut o = stock_receiver(
+            "printf 'xl migration receiver ready, send binary domain data.\\n'; cat >/dev/null",
+        );
+        o.transcoded = true;
+        let settings = EncoderSettings {
+            chunked: true,
+            ..plain()
+        };
+        let err = XlLink::open(&o, settings).unwrap_err().to_string();
+        assert!(err.contains("--stock-receiver"), "{err}");
+    }
+
+    #[test]
+    fn a_receiver_saying_something_else_is_a_protocol_error() {
+        let o = stock_receiver("echo 'Permission denied (publickey).'");
+        let err = XlLink::open(&o, plain()).unwrap_err();
+        assert!(matches!(err, MigrationError::Protocol { .. }), "{err}");
+        assert!(err.to_string().contains("Permission denied"), "{err}");
+    }
+}
