@@ -20,6 +20,18 @@
 #include <stdint.h>
 #include <stdbool.h>
 
+// Transcoded stream version written and accepted.
+#define VERSION 1
+
+// Largest LITERAL chunk.
+#define MAX_LITERAL (1 << 20)
+
+// Framing bytes around each chunk's payload.
+#define FRAME_BYTES 16
+
+// Largest PAGES payload.
+#define MAX_PAGES_PAYLOAD (PAGES_HEADER + (MAX_BATCH_PFNS * (8 + MAX_ENTRY)))
+
 // The default UDP port of perfplus heartbeats.
 #define DEFAULT_PORT 7694
 
@@ -169,6 +181,19 @@ typedef enum {
     PERFPLUS_MEMBER_LEFT = 4,
 } perfplus_member_state;
 
+// What a progress event reports.
+typedef enum {
+    // Before a round: the policy's decision (`round`, `dirty_pages`,
+    // `predicted_downtime_ms`, `bandwidth_bytes_per_s`, `stop`, `reason`).
+    PERFPLUS_XEN_MIGRATION_DECIDED = 1,
+    // The guest is stopped for the final pass.
+    PERFPLUS_XEN_MIGRATION_SUSPENDED = 2,
+    // The destination has built the domain from the whole stream.
+    PERFPLUS_XEN_MIGRATION_VERIFIED = 3,
+    // The guest runs at the destination (`downtime_ms`).
+    PERFPLUS_XEN_MIGRATION_RESUMED = 4,
+} perfplus_xen_migration_event_kind;
+
 // The counters of a medium, for `perfplus_medium_read_counter`.
 enum perfplus_medium_counter
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -212,6 +237,9 @@ typedef struct perfplus_node perfplus_node;
 
 // A node configuration under construction (opaque).
 typedef struct perfplus_node_config perfplus_node_config;
+
+// Options of a Xen migration under construction (opaque).
+typedef struct perfplus_xen_migrate_options perfplus_xen_migrate_options;
 
 // One event. Valid only during the callback; copy what you keep.
 typedef struct {
@@ -274,6 +302,64 @@ typedef struct {
     // Its name, NUL-terminated (cut to 63 bytes).
     char name[64];
 } perfplus_member;
+
+// One progress event. Valid only during the callback; copy what you keep.
+typedef struct {
+    // What happened.
+    perfplus_xen_migration_event_kind kind;
+    // Since the migration started, ms.
+    double elapsed_ms;
+    // DECIDED: rounds already sent (0 before the full pass).
+    uint32_t round;
+    // DECIDED: pages the next round would send.
+    uint64_t dirty_pages;
+    // DECIDED: predicted downtime if the guest stopped now, ms.
+    double predicted_downtime_ms;
+    // DECIDED: measured link bandwidth, bytes per second.
+    double bandwidth_bytes_per_s;
+    // DECIDED: the policy stops pre-copy now (the rest is copied with the
+    // guest stopped).
+    bool stop;
+    // DECIDED: why, NUL-terminated; NULL for other events.
+    const char *reason;
+    // RESUMED: the downtime, ms.
+    double downtime_ms;
+} perfplus_xen_migration_event;
+
+// Called with `userdata` for each progress event, on the thread that
+// called `perfplus_xen_migrate`. Return 0 to go on, anything else to
+// cancel (honoured before the guest is suspended).
+typedef int (*perfplus_xen_progress_fn)(void *userdata, const perfplus_xen_migration_event *event);
+
+// What a successful migration did.
+typedef struct {
+    // The source domain's id.
+    uint32_t domid;
+    // True for a PVH guest (own rounds), false for PV (libxenguest's loop).
+    bool pvh;
+    // At the source, from the suspend request to the destination's report, ms.
+    double downtime_ms;
+    // From the start to the hand-over, ms.
+    double total_ms;
+    // Bytes on the wire.
+    uint64_t bytes_on_wire;
+    // Pages sent, all rounds.
+    uint64_t pages_sent;
+    // Live rounds (the full pass included).
+    uint32_t rounds;
+    // The destination built the domain from the whole stream and started it.
+    bool verified;
+    // Pages sent as zero markers.
+    uint64_t zero_pages;
+    // Pages sent as deltas.
+    uint64_t delta_pages;
+    // Pages sent whole.
+    uint64_t raw_pages;
+    // Pages in the final pass (guest stopped).
+    uint64_t final_pages;
+    // The source domain was destroyed.
+    bool source_destroyed;
+} perfplus_xen_migration_report;
 
 #ifdef __cplusplus
 extern "C" {
@@ -587,6 +673,91 @@ const char *perfplus_result_name(uint32_t code);
 // with the `PERFPLUS_VERSION_*` macros to detect a header/library mismatch.
 // Never NULL; static, must not be freed.
 const char *perfplus_version(void);
+
+// New options with the defaults: policy `perfplus`, transport `ssh`,
+// receiver `perfplus migrate-receive` (transcoded stream), 120 s for the
+// receiver's answers, 60 s to suspend, a 64 MiB delta cache, the source
+// destroyed afterwards. Free with `perfplus_xen_migrate_options_free`.
+//
+// # Safety
+// `out` must be writable or NULL.
+perfplus_result perfplus_xen_migrate_options_new(perfplus_xen_migrate_options **out);
+
+// The pre-copy policy: `perfplus`, `xen-default`, `qemu-default` or
+// `stop-and-copy`.
+//
+// # Safety
+// `options` must be live options or NULL; `policy` a NUL-terminated string or NULL.
+perfplus_result perfplus_xen_migrate_options_set_policy(perfplus_xen_migrate_options *options, const char *policy);
+
+// Perf+'s downtime target, ms (default 100): above it, a pre-copy that
+// stopped converging watches for a quieter moment before stopping. Only
+// for the `perfplus` policy (set it after the policy).
+//
+// # Safety
+// `options` must be live options or NULL.
+perfplus_result perfplus_xen_migrate_options_set_downtime_target_ms(perfplus_xen_migrate_options *options, double target_ms);
+
+// The transport (default `ssh`): runs `SSH_COMMAND DESTINATION RECEIVER`;
+// with "" the destination itself is the transport command (xl's `-s ""`).
+//
+// # Safety
+// `options` must be live options or NULL; `ssh_command` a NUL-terminated string or NULL.
+perfplus_result perfplus_xen_migrate_options_set_ssh_command(perfplus_xen_migrate_options *options, const char *ssh_command);
+
+// The receiver command run at the destination (default `perfplus
+// migrate-receive`, or `xl migrate-receive` with the stock receiver).
+//
+// # Safety
+// `options` must be live options or NULL; `receiver` a NUL-terminated string or NULL.
+perfplus_result perfplus_xen_migrate_options_set_receiver(perfplus_xen_migrate_options *options, const char *receiver);
+
+// Whether the destination runs the stock `xl migrate-receive` (the plain
+// stream, no perfplus needed there) instead of `perfplus migrate-receive`.
+//
+// # Safety
+// `options` must be live options or NULL.
+perfplus_result perfplus_xen_migrate_options_set_stock_receiver(perfplus_xen_migrate_options *options, bool stock_receiver);
+
+// The longest wait for each answer of the receiver (and for it to read
+// the stream), ms (at least 1).
+//
+// # Safety
+// `options` must be live options or NULL.
+perfplus_result perfplus_xen_migrate_options_set_reply_timeout_ms(perfplus_xen_migrate_options *options, uint64_t timeout_ms);
+
+// Keep the source domain (suspended, renamed `NAME--migratedaway`) after
+// a successful migration instead of destroying it.
+//
+// # Safety
+// `options` must be live options or NULL.
+perfplus_result perfplus_xen_migrate_options_set_keep_source(perfplus_xen_migrate_options *options, bool keep_source);
+
+// Free options; NULL is a no-op.
+//
+// # Safety
+// `options` must be NULL or live options, not used afterwards.
+void perfplus_xen_migrate_options_free(perfplus_xen_migrate_options *options);
+
+// Live-migrate the Xen domain `domain` (name or id) to `destination`, as
+// `perfplus migrate --backend xen` does (run as root in dom0). Blocks until
+// done. `options` may be NULL (the defaults); `progress` may be NULL; each
+// event is passed with `userdata`. `out_report` may be NULL; it is written
+// only on success.
+//
+// Results: `PERFPLUS_RESULT_OK`, the guest runs at the destination;
+// `PERFPLUS_RESULT_MIGRATION_ABORTED` (or `_NOT_CONVERGED`, `_TIMEOUT`,
+// `_CONNECTION_LOST`, ...), the guest runs at the source;
+// `PERFPLUS_RESULT_INVALID_STATE`, the hand-over broke after the destination
+// was told to start the guest: check both hosts before resuming either
+// copy; `PERFPLUS_RESULT_HYPERVISOR_*` and `_DOMAIN_NOT_FOUND`, nothing
+// was started.
+//
+// # Safety
+// `domain` and `destination` must be NUL-terminated strings or NULL;
+// `options` live options or NULL; `progress`, if not NULL, a function
+// taking this `userdata`; `out_report` writable or NULL.
+perfplus_result perfplus_xen_migrate(const char *domain, const char *destination, const perfplus_xen_migrate_options *options, perfplus_xen_progress_fn progress, void *userdata, perfplus_xen_migration_report *out_report);
 
 #ifdef __cplusplus
 }  // extern "C"

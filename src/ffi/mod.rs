@@ -34,6 +34,7 @@ pub mod medium;
 pub mod node;
 pub mod result;
 pub mod version;
+pub mod xen;
 
 pub use error::perfplus_last_error;
 pub use result::{perfplus_result, perfplus_result_name};

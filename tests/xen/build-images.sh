@@ -77,7 +77,10 @@ for b in xenstore xenstore-read xenstore-write xenstore-ls xenstore-list; do
 done
 cp -a "$S"/usr/lib/x86_64-linux-gnu/*.so* "$D/usr/lib/x86_64-linux-gnu/"
 cp "$S/etc/xen/xl.conf" "$D/etc/xen/"
-for bin in "$@"; do cp "$bin" "$D/usr/bin/"; done
+for bin in "$@"; do
+    # Without debug information: the initramfs stays small.
+    strip --strip-debug -o "$D/usr/bin/$(basename "$bin")" "$bin" 2>/dev/null || cp "$bin" "$D/usr/bin/"
+done
 # Shared-library closure of everything, from this host (same Debian release).
 for f in "$D"/usr/lib/xen-4.17/bin/* "$D"/usr/bin/* "$D"/usr/lib/x86_64-linux-gnu/*.so*; do
     [ -f "$f" ] && [ ! -L "$f" ] || continue
@@ -101,15 +104,28 @@ for type in pv pvh; do
     cat >"$D/root/ppguest-$type.cfg" <<CFG
 name = "ppguest"
 type = "$type"
-memory = 128
+memory = ${PPBED_GUEST_MIB:-96}
 vcpus = 1
 kernel = "/root/vmlinuz"
 ramdisk = "/root/guest.cpio.gz"
-extra = "console=hvc0 rdinit=/init loglevel=4 ppguest.mib=32 ppguest.rate=2048"
+extra = "console=hvc0 rdinit=/init loglevel=4 ppguest.mib=${PPBED_WORKLOAD_MIB:-16} ppguest.rate=${PPBED_WORKLOAD_RATE:-512}"
 on_crash = "preserve"
 CFG
 done
 gcc -O2 -Wall -static -o "$D/usr/bin/countpipe" "$here/dom0/countpipe.c"
+# Destinations that fail, for the abort checks: one dies mid-stream, one
+# takes the whole stream and never answers.
+cat >"$D/root/dying-receiver.sh" <<'SH'
+#!/bin/sh
+echo 'xl migration receiver ready, send binary domain data.'
+exec head -c 16777216 >/dev/null
+SH
+cat >"$D/root/silent-receiver.sh" <<'SH'
+#!/bin/sh
+echo 'xl migration receiver ready, send binary domain data.'
+exec cat >/dev/null
+SH
+chmod +x "$D/root/dying-receiver.sh" "$D/root/silent-receiver.sh"
 cp "$here/dom0/init.sh" "$D/init"
 chmod +x "$D/init"
 (cd "$D" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/out/dom0.cpio.gz"

@@ -28,7 +28,12 @@ def fields(text):
     for word in text.split():
         if "=" in word:
             k, v = word.split("=", 1)
-            out[k] = int(v) if re.fullmatch(r"-?\d+", v) else v
+            if re.fullmatch(r"-?\d+", v):
+                out[k] = int(v)
+            elif re.fullmatch(r"-?\d+\.\d*", v):
+                out[k] = float(v)
+            else:
+                out[k] = v
     return out
 
 
@@ -133,14 +138,21 @@ def main():
                 "bytes_on_wire": f.get("bytes_on_wire"),
                 "corrupt_pages": f.get("corrupt_pages"),
             }
+            if f.get("tool") == "perfplus":
+                # How perfplus saw it: its own downtime (source side, from the
+                # suspend request to the destination's report), rounds, pages.
+                mig["mode"] = f.get("mode")
+                for k in ("pp_downtime_ms", "pp_total_ms", "rounds", "pages_sent", "zero_pages",
+                          "delta_pages", "raw_pages", "final_pages"):
+                    if k in f:
+                        mig[k] = f[k]
             report["migrations"].append(mig)
             if not mig["ok"]:
                 problems.append(f"migration failed: {raw}")
         elif what == "abort":
-            report["abort_leaves_guest_running"] = (
-                f.get("guest_running") == 1 and f.get("corrupt_pages", 1) == 0)
-            report["abort"] = f
-            if not report["abort_leaves_guest_running"]:
+            ok = f.get("guest_running") == 1 and f.get("corrupt_pages", 1) == 0
+            report.setdefault("aborts", []).append({**f, "ok": ok})
+            if not ok:
                 problems.append(f"guest not running after an aborted migration: {raw}")
     report["logdirty"] = logdirty
     report["logdirty_ok"] = bool(logdirty) and all(v["ok"] for v in logdirty.values())
@@ -150,12 +162,26 @@ def main():
         problems.append("the backend control checks did not run")
     if not report["migrations"]:
         problems.append("no migration ran")
+    aborts = report.get("aborts", [])
+    report["abort_leaves_guest_running"] = bool(aborts) and all(a["ok"] for a in aborts)
+    if not aborts:
+        problems.append("no aborted migration was tried")
+    # Three perfplus migrations in a row per guest (the bed stops a guest's
+    # run at its first failure, so these are consecutive).
+    want = int(extra.get("pp_migrations", 0))
+    for guest in report.get("guests", []):
+        got = sum(1 for m in report["migrations"] if m["guest"] == guest and m["tool"] == "perfplus"
+                  and m.get("mode") == "transcoded" and m["ok"])
+        if got < want:
+            problems.append(f"{guest}: {got} perfplus migrations passed, {want} expected")
 
-    # Side by side: per tool medians, and perfplus / xl ratios when both ran.
+    # Side by side: per tool medians, and perfplus / xl ratios when both ran
+    # (perfplus: the transcoded runs, to perfplus migrate-receive).
     by_tool = {}
     for m in report["migrations"]:
         if m["ok"]:
-            by_tool.setdefault((m["guest"], m["tool"]), []).append(m)
+            tool = m["tool"] if m.get("mode") in (None, "transcoded") else "perfplus-stock-receiver"
+            by_tool.setdefault((m["guest"], tool), []).append(m)
     summary = {}
     for (guest, tool), ms in by_tool.items():
         med = summary.setdefault(guest, {}).setdefault(tool, {})
@@ -182,17 +208,22 @@ def main():
     for guest, c in control.items():
         print("  %s pause/cap/state%s: %s" % (guest, "" if guest == "pv" else "/reads",
                                             "ok" if not c["failed"] else "FAIL: " + "; ".join(c["failed"])))
-    print("  %-5s %-9s %3s %4s %12s %10s %14s %8s" % ("guest", "tool", "n", "ok", "downtime_ms",
-                                                    "total_ms", "bytes_on_wire", "corrupt"))
+    print("  %-5s %-22s %3s %4s %12s %10s %14s %8s %7s %s" % (
+        "guest", "tool", "n", "ok", "downtime_ms", "total_ms", "bytes_on_wire", "corrupt", "rounds",
+        "pages zero/delta/raw"))
     for m in report["migrations"]:
-        print("  %-5s %-9s %3s %4s %12s %10s %14s %8s" % (
-            m["guest"], m["tool"], m["n"], "yes" if m["ok"] else "NO", m["guest_downtime_ms"],
-            m["total_ms"], m["bytes_on_wire"], m["corrupt_pages"]))
+        tool = m["tool"] + ("" if m.get("mode") in (None, "transcoded") else " (stock receiver)")
+        pages = ("%s/%s/%s" % (m.get("zero_pages"), m.get("delta_pages"), m.get("raw_pages"))
+                 if m["tool"] == "perfplus" else "")
+        print("  %-5s %-22s %3s %4s %12s %10s %14s %8s %7s %s" % (
+            m["guest"], tool, m["n"], "yes" if m["ok"] else "NO", m["guest_downtime_ms"],
+            m["total_ms"], m["bytes_on_wire"], m["corrupt_pages"], m.get("rounds", ""), pages))
     for guest, tools in summary.items():
         if "perfplus_over_xl" in tools:
             print("  %s perfplus / xl (medians): %s" % (guest, tools["perfplus_over_xl"]))
-    print("  aborted migration leaves the guest running: %s"
-          % ("yes" if report["abort_leaves_guest_running"] else "NO"))
+    for a in report.get("aborts", []):
+        print("  %s: destination fails (%s): guest running at the source: %s"
+              % (a.get("guest"), a.get("how"), "yes" if a["ok"] else "NO"))
     for p in problems:
         print("  PROBLEM: " + p)
     if json_path:

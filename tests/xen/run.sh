@@ -14,8 +14,14 @@
 #   PERFPLUS_XEN_WORK    work folder (default target/xen-bed)
 #   PPBED_TIMEOUT_S      limit for the whole boot (default 1200)
 #   PPBED_GUESTS         guests to run in turn (default pv,pvh)
-#   PPBED_XL_MIGRATIONS_PV, PPBED_XL_MIGRATIONS_PVH
-#                        stock xl migrations to measure (default 1 and 1)
+#   PPBED_XL_MIGRATIONS  stock xl migrations per guest (default 1)
+#   PPBED_PP_MIGRATIONS  perfplus migrations per guest (default 3)
+#   PPBED_STEPS          which checks run (default logdirty:control:xl:perfplus:stock:abort)
+#   PPBED_GUEST_MIB      guest memory (default 96)
+#   PPBED_WORKLOAD_MIB, PPBED_WORKLOAD_RATE
+#                        the guest's workload: buffer rewritten, pages per
+#                        second (default 16 and 512: it dirties 2 MB/s, about a
+#                        third of what dom0 moves under TCG, so pre-copy converges)
 # Needs (as root): qemu-system-x86, libxen-dev, cpio, gcc, python3, and for
 # the hypervisor rebuild dpkg-dev, flex, bison and a deb-src entry for
 # bookworm main (tests/xen/add-deb-src.sh).
@@ -48,8 +54,8 @@ step "hypervisor (shadow paging), cached in ${PERFPLUS_XEN_CACHE:-/var/cache/per
 xen_image=$("$here/build-hypervisor.sh")
 t_hv=$(date +%s)
 step "perfplus binaries for dom0"
-(cd "$root" && cargo build --quiet --release --example xen_logdirty)
-bins=("$root/target/release/examples/xen_logdirty")
+(cd "$root" && cargo build --quiet --release --example xen_logdirty --example perfplus)
+bins=("$root/target/release/examples/xen_logdirty" "$root/target/release/examples/perfplus")
 t_bins=$(date +%s)
 step "images"
 "$here/build-images.sh" "$work" "$xen_image" "${bins[@]}"
@@ -61,8 +67,10 @@ dom0_args="console=hvc0 earlyprintk=xen rdinit=/init loglevel=5"
 # No commas: QEMU's multiboot -initrd separates modules with them.
 guests=${PPBED_GUESTS:-pv,pvh}
 dom0_args+=" ppbed.guests=${guests//,/:}"
-dom0_args+=" ppbed.xl_migrations_pv=${PPBED_XL_MIGRATIONS_PV:-1}"
-dom0_args+=" ppbed.xl_migrations_pvh=${PPBED_XL_MIGRATIONS_PVH:-1}"
+dom0_args+=" ppbed.xl_migrations=${PPBED_XL_MIGRATIONS:-1}"
+dom0_args+=" ppbed.pp_migrations=${PPBED_PP_MIGRATIONS:-3}"
+dom0_args+=" ppbed.steps=${PPBED_STEPS:-logdirty:control:xl:perfplus:stock:abort}"
+dom0_args+=" ppbed.workload_mib=${PPBED_WORKLOAD_MIB:-16} ppbed.workload_rate=${PPBED_WORKLOAD_RATE:-512}"
 # TCG with -cpu qemu64: KVM here cannot run Xen, and SMAP emulation under
 # TCG (-cpu max) crashes a PV dom0. -no-reboot: dom0's reboot ends QEMU.
 set +e
@@ -79,7 +87,9 @@ t_boot=$(date +%s)
 step "qemu exited ($qemu_rc); report"
 grep -a -E 'PPBED|PPXEN-LOGDIRTY |ppbed\[' "$work/serial.log" || true
 rc=0
-python3 "$here/report.py" "$work/serial.log" ${json:+"$json"} \
+steps=${PPBED_STEPS:-logdirty:control:xl:perfplus:stock:abort}
+case ":$steps:" in *:perfplus:*) want_pp=${PPBED_PP_MIGRATIONS:-3} ;; *) want_pp=0 ;; esac
+python3 "$here/report.py" "$work/serial.log" ${json:+"$json"} pp_migrations="$want_pp" \
     hypervisor_s=$((t_hv - t0)) binaries_s=$((t_bins - t_hv)) images_s=$((t_img - t_bins)) \
     boot_s=$((t_boot - t_img)) total_s=$((t_boot - t0)) qemu_rc="$qemu_rc" || rc=$?
 if [ $rc -ne 0 ]; then

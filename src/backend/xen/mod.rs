@@ -47,6 +47,7 @@ pub use host::{DomainInfo, XenHost};
 pub use libxenctrl_sys::{Libraries, LoadError};
 pub use migrate::{
     migrate_domain, transport_command, GuestType, XenMigrationOptions, XenMigrationReport,
+    PERFPLUS_RECEIVER, XL_RECEIVER,
 };
 pub use pvh::GfnMap;
 pub use receive::{receive, ReceiveError, ReceiveOptions, ReceiveReport};

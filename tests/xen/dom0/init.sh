@@ -5,7 +5,10 @@
 # on the console (the serial log), which run.sh turns into JSON. Ends with
 # `PPBED done` and a reboot (QEMU runs with -no-reboot, so it exits).
 # Knobs on the dom0 command line: ppbed.guests=pv:pvh (which guests, in
-# turn), ppbed.xl_migrations_pv=N, ppbed.xl_migrations_pvh=N.
+# turn), ppbed.xl_migrations=N (stock xl migrate, per guest),
+# ppbed.pp_migrations=N (perfplus migrate to perfplus migrate-receive, per
+# guest), ppbed.steps=... (which of logdirty:control:xl:perfplus:stock:abort
+# run; default all).
 export PATH=/usr/lib/xen-4.17/bin:/usr/bin:/bin
 export LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu:/lib/x86_64-linux-gnu
 mount -t proc proc /proc
@@ -18,17 +21,23 @@ mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xens
 exec </dev/console >/dev/console 2>&1
 
 GUESTS=pv,pvh
-XL_MIGRATIONS_PV=1
-XL_MIGRATIONS_PVH=1
+XL_MIGRATIONS=1
+PP_MIGRATIONS=3
+STEPS=logdirty:control:xl:perfplus:stock:abort
 for w in $(cat /proc/cmdline); do
     case "$w" in
     ppbed.guests=*) GUESTS=${w#*=} ;;
-    ppbed.xl_migrations_pv=*) XL_MIGRATIONS_PV=${w#*=} ;;
-    ppbed.xl_migrations_pvh=*) XL_MIGRATIONS_PVH=${w#*=} ;;
+    ppbed.xl_migrations=*) XL_MIGRATIONS=${w#*=} ;;
+    ppbed.pp_migrations=*) PP_MIGRATIONS=${w#*=} ;;
+    ppbed.steps=*) STEPS=${w#*=} ;;
+    ppbed.workload_mib=*) WORKLOAD_MIB=${w#*=} ;;
+    ppbed.workload_rate=*) GUEST_RATE=${w#*=} ;;
     esac
 done
-GUEST_PAGES=8192 # ppguest.mib=32 in the guest config
-GUEST_RATE=2048  # ppguest.rate
+step() { case ":$STEPS:" in *":$1:"*) return 0 ;; esac; return 1; }
+GUEST_PAGES=$((WORKLOAD_MIB * 256))
+WORKLOAD_MIB=16 # ppguest.mib in the guest config (build-images.sh)
+GUEST_RATE=512  # ppguest.rate
 
 say() { echo "PPBED $*"; }
 log() { echo "ppbed[$(cut -d' ' -f1 /proc/uptime)s]: $*"; }
@@ -125,6 +134,7 @@ run_guest() {
     say "guest running type=$GUEST domid=$(xl domid ppguest) $first"
 
     # ---- log-dirty through perfplus's Xen backend ----
+    if step logdirty; then
     before=$(last_status)
     if xen_logdirty --domain ppguest --rounds 5 --interval-ms 1000 >/tmp/logdirty.txt 2>&1; then
         cat /tmp/logdirty.txt
@@ -142,8 +152,10 @@ run_guest() {
         cat /tmp/logdirty.txt
         say "logdirty guest=$GUEST ran=0"
     fi
+    fi
 
     # ---- pause, cap, state and (HVM/PVH) page reads, each undone ----
+    if step control; then
     read_all=
     [ "$GUEST" = pv ] || read_all=--read-all
     if xen_logdirty --domain ppguest --rounds 0 $read_all --check-control >/tmp/control.txt 2>&1; then
@@ -153,63 +165,132 @@ run_guest() {
         cat /tmp/control.txt
         say "control guest=$GUEST ran=0"
     fi
+    fi
 
-    # ---- stock xl migrate, measured ----
+    # ---- side by side on the same guest: stock xl migrate, then perfplus ----
     m=1
-    while [ "$m" -le "$xl_migrations" ]; do
-        before=$(last_status)
-        log "xl migrate $m"
-        u0=$(uptime_ms)
-        # xl -s "" runs its host argument as the transport command; countpipe
-        # counts the bytes on the wire on the way to the stock receiver.
-        rm -f /tmp/xl-wire.txt
-        xl migrate -s "" ppguest "countpipe /tmp/xl-wire.txt | xl migrate-receive" >/tmp/xl-migrate.txt 2>&1
-        rc=$?
-        u1=$(uptime_ms)
-        i=0
-        while [ ! -s /tmp/xl-wire.txt ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
-        bytes=$(cat /tmp/xl-wire.txt 2>/dev/null)
-        if [ $rc -ne 0 ]; then
-            cat /tmp/xl-migrate.txt
-            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0}"
-            return 1
-        fi
-        if seen=$(after_migration "$before"); then
-            set -- $seen
-            say "migration guest=$GUEST tool=xl n=$m ok=1 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} guest_downtime_ms=$1 corrupt_pages=$2 domid=$(xl domid ppguest)"
-        else
-            say "migration guest=$GUEST tool=xl n=$m ok=0 total_ms=$((u1 - u0)) bytes_on_wire=${bytes:-0} reason=guest-stopped"
-            return 1
-        fi
+    while step xl && [ "$m" -le "$XL_MIGRATIONS" ]; do
+        migrate_xl "$m" || return 1
         m=$((m + 1))
     done
+    m=1
+    while step perfplus && [ "$m" -le "$PP_MIGRATIONS" ]; do
+        migrate_perfplus "$m" transcoded || return 1
+        m=$((m + 1))
+    done
+    # perfplus with nothing of perfplus at the destination (PV).
+    if step stock && [ "$GUEST" = pv ]; then
+        migrate_perfplus "$m" stock || return 1
+    fi
 
-    # ---- a destination that dies mid-stream ----
-    # It answers the handshake, takes 16 MiB of the stream and exits: the
-    # sender must fail and the guest go on running at the source.
-    [ "$GUEST" = pv ] || return 0
+    # ---- destinations that fail ----
+    if step abort; then
+        if [ "$GUEST" = pv ]; then
+            # Dies mid-stream: takes 16 MiB and exits, behind perfplus
+            # migrate-receive (whose writes then fail, so it exits too).
+            abort_perfplus mid-stream "perfplus migrate-receive --receiver /root/dying-receiver.sh" ""
+        else
+            # Takes the whole stream and never answers: the guest is
+            # suspended when perfplus gives up, and must be resumed.
+            abort_perfplus silent "perfplus migrate-receive --receiver /root/silent-receiver.sh" "--reply-timeout-s 20"
+        fi
+    fi
+}
+
+# Stock xl migrate number $1 of the guest, measured.
+migrate_xl() {
+    before=$(last_status)
+    log "xl migrate $1"
+    u0=$(uptime_ms)
+    # xl -s "" runs its host argument as the transport command; countpipe
+    # counts the bytes on the wire on the way to the stock receiver.
+    rm -f /tmp/xl-wire.txt
+    xl migrate -s "" ppguest "countpipe /tmp/xl-wire.txt | xl migrate-receive" >/tmp/xl-migrate.txt 2>&1
+    rc=$?
+    u1=$(uptime_ms)
+    bytes=$(wire_bytes /tmp/xl-wire.txt)
+    if [ $rc -ne 0 ]; then
+        cat /tmp/xl-migrate.txt
+        say "migration guest=$GUEST tool=xl n=$1 ok=0 total_ms=$((u1 - u0)) bytes_on_wire=$bytes"
+        return 1
+    fi
+    if seen=$(after_migration "$before"); then
+        set -- "$1" $seen
+        say "migration guest=$GUEST tool=xl n=$1 ok=1 total_ms=$((u1 - u0)) bytes_on_wire=$bytes guest_downtime_ms=$2 corrupt_pages=$3 domid=$(xl domid ppguest)"
+    else
+        say "migration guest=$GUEST tool=xl n=$1 ok=0 total_ms=$((u1 - u0)) bytes_on_wire=$bytes reason=guest-stopped"
+        return 1
+    fi
+}
+
+# Bytes countpipe counted (it writes its file when the stream ends).
+wire_bytes() {
+    i=0
+    while [ ! -s "$1" ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
+    cat "$1" 2>/dev/null || echo 0
+}
+
+# A number from perfplus's JSON report (one field per line).
+json_field() { sed -n "s/^ *\"$2\": *\"*\([^,\"]*\)\"*,*$/\1/p" "$1" | head -n 1; }
+
+# perfplus migrate number $1, to perfplus migrate-receive ($2 = transcoded)
+# or to the stock xl migrate-receive ($2 = stock), measured like xl's.
+migrate_perfplus() {
+    before=$(last_status)
+    log "perfplus migrate $1 ($2)"
+    rm -f /tmp/pp-wire.txt /tmp/pp.json
+    if [ "$2" = stock ]; then
+        to="countpipe /tmp/pp-wire.txt | xl migrate-receive"
+        mode=--stock-receiver
+    else
+        to="countpipe /tmp/pp-wire.txt | perfplus migrate-receive"
+        mode=
+    fi
+    u0=$(uptime_ms)
+    perfplus migrate --backend xen --domain ppguest --ssh-command '' --to "$to" $mode \
+        --json /tmp/pp.json >/tmp/pp-migrate.txt 2>&1
+    rc=$?
+    u1=$(uptime_ms)
+    grep -a -v "^xc: .*%" /tmp/pp-migrate.txt | tail -n 80
+    bytes=$(wire_bytes /tmp/pp-wire.txt)
+    pp="pp_downtime_ms=$(json_field /tmp/pp.json downtime_ms) pp_total_ms=$(json_field /tmp/pp.json total_ms)"
+    pp="$pp rounds=$(json_field /tmp/pp.json rounds) pages_sent=$(json_field /tmp/pp.json pages_sent)"
+    pp="$pp zero_pages=$(json_field /tmp/pp.json zero_pages) delta_pages=$(json_field /tmp/pp.json delta_pages)"
+    pp="$pp raw_pages=$(json_field /tmp/pp.json raw_pages) final_pages=$(json_field /tmp/pp.json final_pages)"
+    if [ $rc -ne 0 ]; then
+        say "migration guest=$GUEST tool=perfplus mode=$2 n=$1 ok=0 rc=$rc total_ms=$((u1 - u0)) bytes_on_wire=$bytes"
+        return 1
+    fi
+    if seen=$(after_migration "$before"); then
+        set -- "$1" "$2" $seen
+        say "migration guest=$GUEST tool=perfplus mode=$2 n=$1 ok=1 total_ms=$((u1 - u0)) bytes_on_wire=$bytes guest_downtime_ms=$3 corrupt_pages=$4 $pp domid=$(xl domid ppguest)"
+    else
+        say "migration guest=$GUEST tool=perfplus mode=$2 n=$1 ok=0 total_ms=$((u1 - u0)) bytes_on_wire=$bytes reason=guest-stopped"
+        return 1
+    fi
+}
+
+# A perfplus migration to a destination that fails ($1 names how) at the
+# end of transport command $2 (extra options $3): it must fail, and the
+# guest go on running at the source, uncorrupted, same domain.
+abort_perfplus() {
     before=$(last_status)
     domid=$(xl domid ppguest)
-    log "xl migrate to a destination that dies mid-stream"
-    xl migrate -s "" ppguest \
-        "echo 'xl migration receiver ready, send binary domain data.'; head -c 16777216 >/dev/null" \
-        >/tmp/xl-abort.txt 2>&1
+    log "perfplus migrate to a destination that fails ($1)"
+    perfplus migrate --backend xen --domain ppguest --ssh-command '' --to "$2" $3 \
+        --json /tmp/pp-abort.json >/tmp/pp-abort.txt 2>&1
     rc=$?
-    tail -n 5 /tmp/xl-abort.txt
-    if [ $rc -ne 0 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then
-        set -- $seen
-        say "abort guest=$GUEST tool=xl guest_running=1 rc=$rc guest_downtime_ms=$1 corrupt_pages=$2"
+    tail -n 8 /tmp/pp-abort.txt
+    if [ $rc -eq 1 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then
+        set -- "$1" $seen
+        say "abort guest=$GUEST tool=perfplus how=$1 guest_running=1 rc=$rc guest_downtime_ms=$2 corrupt_pages=$3"
     else
-        say "abort guest=$GUEST tool=xl guest_running=0 rc=$rc"
+        say "abort guest=$GUEST tool=perfplus how=$1 guest_running=0 rc=$rc"
     fi
 }
 
 failed=
 for GUEST in $(echo "$GUESTS" | tr ',:' '  '); do
-    case "$GUEST" in
-    pv) xl_migrations=$XL_MIGRATIONS_PV ;;
-    *) xl_migrations=$XL_MIGRATIONS_PVH ;;
-    esac
     run_guest || failed="$failed $GUEST"
     xl destroy ppguest 2>/dev/null
     sleep 1
