@@ -143,7 +143,8 @@ def main():
                 # suspend request to the destination's report), rounds, pages.
                 mig["mode"] = f.get("mode")
                 for k in ("pp_downtime_ms", "pp_total_ms", "rounds", "pages_sent", "zero_pages",
-                          "delta_pages", "raw_pages", "final_pages"):
+                          "delta_pages", "raw_pages", "final_pages", "setup_ms", "gfn_scan_ms",
+                          "destroy_ms"):
                     if k in f:
                         mig[k] = f[k]
             report["migrations"].append(mig)

@@ -17,6 +17,10 @@
 #   PPBED_XL_MIGRATIONS  stock xl migrations per guest (default 1)
 #   PPBED_PP_MIGRATIONS  perfplus migrations per guest (default 3)
 #   PPBED_STEPS          which checks run (default logdirty:control:xl:perfplus:stock:abort)
+#   PPBED_PP_TARGET_MS   Perf+'s downtime target in the bed (default 1000: the
+#                        link here moves ~3 MB/s, a few hundred times less than a
+#                        LAN, so 100 ms would mean 75 pages and pre-copy would
+#                        always wait for a quieter moment that never comes)
 #   PPBED_GUEST_MIB      guest memory (default 96)
 #   PPBED_WORKLOAD_MIB, PPBED_WORKLOAD_RATE
 #                        the guest's workload: buffer rewritten, pages per
@@ -71,6 +75,7 @@ dom0_args+=" ppbed.xl_migrations=${PPBED_XL_MIGRATIONS:-1}"
 dom0_args+=" ppbed.pp_migrations=${PPBED_PP_MIGRATIONS:-3}"
 dom0_args+=" ppbed.steps=${PPBED_STEPS:-logdirty:control:xl:perfplus:stock:abort}"
 dom0_args+=" ppbed.workload_mib=${PPBED_WORKLOAD_MIB:-16} ppbed.workload_rate=${PPBED_WORKLOAD_RATE:-512}"
+dom0_args+=" ppbed.pp_target_ms=${PPBED_PP_TARGET_MS:-1000}"
 # TCG with -cpu qemu64: KVM here cannot run Xen, and SMAP emulation under
 # TCG (-cpu max) crashes a PV dom0. -no-reboot: dom0's reboot ends QEMU.
 set +e

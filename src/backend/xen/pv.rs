@@ -336,7 +336,9 @@ fn save(
     link: &mut XlLink,
     cb: &mut Callbacks<'_>,
     shared: &Shared,
+    live: bool,
 ) -> Result<(), (Stage, MigrationError)> {
+    let flags = if live { sys::XCFLAGS_LIVE } else { 0 };
     let host = cb.domain.host().clone();
     let domid = cb.domain.domid();
     let (read_end, write_end) = pipe().map_err(|e| (Stage::Setup, e))?;
@@ -363,7 +365,7 @@ fn save(
                 host.xch(),
                 write_end.as_raw_fd(),
                 domid,
-                sys::XCFLAGS_LIVE,
+                flags,
                 &mut callbacks,
                 sys::XC_STREAM_PLAIN,
                 -1,
@@ -446,7 +448,15 @@ pub(crate) fn migrate(
         data_pages_at_pause: 0,
         failure: None,
     };
-    let saved = save(link, &mut cb, &shared);
+    // A policy that would stop before the first round (stop-and-copy)
+    // gets a non-live save: suspend first, then every page once. Asked on
+    // a copy of the tracker, whose first snapshot the loop takes again.
+    let first = policy.decide(&cb.tracker.clone().snapshot(0.0, page_count, 0));
+    let live = first.action != Action::StopAndCopy;
+    if !live {
+        cb.stop_reason = first.reason;
+    }
+    let saved = save(link, &mut cb, &shared, live);
     let _ = cb.domain.set_cpu_cap(None);
     let resume =
         |cb: &mut Callbacks<'_>, stage: Stage, cause: MigrationError| match cb.domain.resume() {

@@ -24,6 +24,7 @@ GUESTS=pv,pvh
 XL_MIGRATIONS=1
 PP_MIGRATIONS=3
 STEPS=logdirty:control:xl:perfplus:stock:abort
+PP_TARGET_MS=1000
 for w in $(cat /proc/cmdline); do
     case "$w" in
     ppbed.guests=*) GUESTS=${w#*=} ;;
@@ -32,6 +33,7 @@ for w in $(cat /proc/cmdline); do
     ppbed.steps=*) STEPS=${w#*=} ;;
     ppbed.workload_mib=*) WORKLOAD_MIB=${w#*=} ;;
     ppbed.workload_rate=*) GUEST_RATE=${w#*=} ;;
+    ppbed.pp_target_ms=*) PP_TARGET_MS=${w#*=} ;;
     esac
 done
 step() { case ":$STEPS:" in *":$1:"*) return 0 ;; esac; return 1; }
@@ -192,7 +194,7 @@ run_guest() {
         else
             # Takes the whole stream and never answers: the guest is
             # suspended when perfplus gives up, and must be resumed.
-            abort_perfplus silent "perfplus migrate-receive --receiver /root/silent-receiver.sh" "--reply-timeout-s 20"
+            abort_perfplus silent "perfplus migrate-receive --receiver /root/silent-receiver.sh" "--reply-timeout-s 10"
         fi
     fi
 }
@@ -248,7 +250,7 @@ migrate_perfplus() {
     fi
     u0=$(uptime_ms)
     perfplus migrate --backend xen --domain ppguest --ssh-command '' --to "$to" $mode \
-        --json /tmp/pp.json >/tmp/pp-migrate.txt 2>&1
+        --downtime-target-ms "$PP_TARGET_MS" --json /tmp/pp.json >/tmp/pp-migrate.txt 2>&1
     rc=$?
     u1=$(uptime_ms)
     grep -a -v "^xc: .*%" /tmp/pp-migrate.txt | tail -n 80
@@ -257,6 +259,8 @@ migrate_perfplus() {
     pp="$pp rounds=$(json_field /tmp/pp.json rounds) pages_sent=$(json_field /tmp/pp.json pages_sent)"
     pp="$pp zero_pages=$(json_field /tmp/pp.json zero_pages) delta_pages=$(json_field /tmp/pp.json delta_pages)"
     pp="$pp raw_pages=$(json_field /tmp/pp.json raw_pages) final_pages=$(json_field /tmp/pp.json final_pages)"
+    pp="$pp setup_ms=$(json_field /tmp/pp.json setup_ms) gfn_scan_ms=$(json_field /tmp/pp.json gfn_scan_ms)"
+    pp="$pp destroy_ms=$(json_field /tmp/pp.json destroy_ms)"
     if [ $rc -ne 0 ]; then
         say "migration guest=$GUEST tool=perfplus mode=$2 n=$1 ok=0 rc=$rc total_ms=$((u1 - u0)) bytes_on_wire=$bytes"
         return 1
@@ -278,7 +282,7 @@ abort_perfplus() {
     domid=$(xl domid ppguest)
     log "perfplus migrate to a destination that fails ($1)"
     perfplus migrate --backend xen --domain ppguest --ssh-command '' --to "$2" $3 \
-        --json /tmp/pp-abort.json >/tmp/pp-abort.txt 2>&1
+        --downtime-target-ms "$PP_TARGET_MS" --json /tmp/pp-abort.json >/tmp/pp-abort.txt 2>&1
     rc=$?
     tail -n 8 /tmp/pp-abort.txt
     if [ $rc -eq 1 ] && seen=$(after_migration "$before") && [ "$(xl domid ppguest)" = "$domid" ]; then

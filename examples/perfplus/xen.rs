@@ -1,29 +1,14 @@
-//! `perfplus`: the command-line tool.
+//! `perfplus migrate --backend xen` and `perfplus migrate-receive`.
 //!
-//! ```text
-//! perfplus migrate --backend xen --domain NAME --to DEST [options]
-//! perfplus migrate-receive [--receiver CMD]
-//! perfplus help [COMMAND]
-//! ```
-//!
-//! `migrate` live-migrates a Xen guest (PV or PVH) with Perf+ to a host
-//! running the stock `xl migrate-receive`, speaking xl's protocol over the
-//! same kind of transport as `xl migrate` (`ssh DEST RECEIVER`, or with
-//! `--ssh-command ''` DEST itself as the command). With the default
-//! receiver, `perfplus migrate-receive` at DEST, pages travel zero- and
-//! delta-encoded and are rebuilt there for `xl migrate-receive`; with
-//! `--stock-receiver` the destination needs no perfplus at all.
-//!
-//! It prints one progress line per decision on standard error, a summary,
-//! and with `--json FILE` a report whose fields match the policy
+//! `migrate` prints one progress line per decision on standard error, a
+//! summary, and with `--json FILE` a report whose fields match the policy
 //! benchmark's (`downtime_ms`, `total_ms`, `bytes_on_wire`, `pages_sent`,
 //! `rounds`, `verified`). Exit status: 0 migrated; 1 failed with the guest
 //! running at the source; 2 usage; 3 failed in the hand-over, both copies
-//! may exist (check both hosts, as xl says).
+//! may exist.
 //!
-//! Each subcommand is one entry in [`COMMANDS`] with its own argument
-//! struct and parser, so more (`node`, `status`, `receive`, `standby`) sit
-//! next to these without touching them.
+//! Both entry points take the arguments after the subcommand's name and
+//! return the exit status, so any `perfplus` dispatcher can call them.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -36,73 +21,14 @@ use perfplus::migration::policy::{by_name, PerfPlus, POLICY_NAMES};
 use perfplus::migration::{Action, MigrationError, PrecopyPolicy, Progress, ProgressFlow};
 use serde_json::{json, Value};
 
-/// A subcommand: its name, a one-line summary, its usage, and its entry
-/// point (which parses the rest of the command line).
-struct Subcommand {
-    name: &'static str,
-    summary: &'static str,
-    usage: &'static str,
-    run: fn(&[String]) -> ExitCode,
-}
-
-const COMMANDS: &[Subcommand] = &[
-    Subcommand {
-        name: "migrate",
-        summary: "live-migrate a guest with Perf+",
-        usage: MIGRATE_USAGE,
-        run: migrate_main,
-    },
-    Subcommand {
-        name: "migrate-receive",
-        summary:
-            "receive a transcoded Xen migration for xl migrate-receive (run by the sender over ssh)",
-        usage: RECEIVE_USAGE,
-        run: receive_main,
-    },
-];
-
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNDEFINED: u8 = 3;
 
-fn usage_error(command: &Subcommand, message: &str) -> ExitCode {
-    eprintln!("perfplus {}: {message}", command.name);
-    eprintln!("usage: {}", command.usage);
+fn usage_error(command: &str, usage: &str, message: &str) -> ExitCode {
+    eprintln!("perfplus {command}: {message}");
+    eprintln!("usage: {usage}");
     ExitCode::from(EXIT_USAGE)
-}
-
-fn print_help() {
-    eprintln!("usage: perfplus COMMAND [ARGS]\n\ncommands:");
-    for c in COMMANDS {
-        eprintln!("  {:<16} {}", c.name, c.summary);
-    }
-    eprintln!("\n`perfplus help COMMAND` for a command's options.");
-}
-
-fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(name) = args.first() else {
-        print_help();
-        return ExitCode::from(EXIT_USAGE);
-    };
-    if matches!(name.as_str(), "help" | "-h" | "--help") {
-        match args
-            .get(1)
-            .and_then(|n| COMMANDS.iter().find(|c| c.name == n))
-        {
-            Some(c) => eprintln!("usage: {}", c.usage),
-            None => print_help(),
-        }
-        return ExitCode::SUCCESS;
-    }
-    match COMMANDS.iter().find(|c| c.name == name) {
-        Some(command) => (command.run)(&args[1..]),
-        None => {
-            eprintln!("perfplus: unknown command {name:?}");
-            print_help();
-            ExitCode::from(EXIT_USAGE)
-        }
-    }
 }
 
 /// Takes `--flag VALUE` pairs and bare `--switch`es off a command line.
@@ -137,7 +63,7 @@ impl<'a> Flags<'a> {
 
 // ---- migrate ----
 
-const MIGRATE_USAGE: &str = "\
+pub const MIGRATE_USAGE: &str = "\
 perfplus migrate --backend xen --domain NAME|ID --to DEST [options]
   --ssh-command CMD      transport (default ssh): runs `CMD DEST RECEIVER`;
                          with '' DEST itself is the transport command (xl's -s '')
@@ -235,15 +161,16 @@ fn parse_migrate(args: &[String]) -> Result<MigrateArgs, String> {
     Ok(a)
 }
 
-fn migrate_main(args: &[String]) -> ExitCode {
-    let command = &COMMANDS[0];
+/// `perfplus migrate ...` (the arguments after `migrate`).
+pub fn migrate_main(args: &[String]) -> ExitCode {
     let a = match parse_migrate(args) {
         Ok(a) => a,
-        Err(e) => return usage_error(command, &e),
+        Err(e) => return usage_error("migrate", MIGRATE_USAGE, &e),
     };
     if a.backend != "xen" {
         return usage_error(
-            command,
+            "migrate",
+            MIGRATE_USAGE,
             &format!(
                 "backend {:?} is not migrated by this tool yet (xen is)",
                 a.backend
@@ -257,7 +184,7 @@ fn migrate_main(args: &[String]) -> ExitCode {
         }),
         None => match by_name(&a.policy) {
             Some(p) => p,
-            None => return usage_error(command, "unknown policy"),
+            None => return usage_error("migrate", MIGRATE_USAGE, "unknown policy"),
         },
     };
     let mut options = XenMigrationOptions::for_destination(
@@ -376,7 +303,8 @@ fn print_summary(r: &XenMigrationReport) {
     let m = &r.migration;
     eprintln!(
         "migrated {} (domain {}, {}) with {}: downtime {:.1} ms, total {:.1} ms, {:.1} MB on the wire, \
-         {} pages ({} zero, {} delta, {} raw) in {} rounds + a final pass of {}; stopped because {}",
+         {} pages ({} zero, {} delta, {} raw) in {} rounds + a final pass of {}; stopped because {} \
+         (before the first round {:.0} ms{}, destroying the source {:.0} ms)",
         r.name,
         r.domid,
         r.guest_type.name(),
@@ -390,7 +318,14 @@ fn print_summary(r: &XenMigrationReport) {
         m.sent.raw_pages,
         m.rounds,
         m.final_pages,
-        m.stop_reason
+        m.stop_reason,
+        r.setup_ms,
+        if r.gfn_scan_ms > 0.0 {
+            format!(" + {:.0} ms listing its gfns", r.gfn_scan_ms)
+        } else {
+            String::new()
+        },
+        r.destroy_ms
     );
 }
 
@@ -425,6 +360,9 @@ fn report_json(
             "raw_pages": m.sent.raw_pages,
             "stream_bytes": r.stream.stream_bytes,
             "source_destroyed": r.source_destroyed,
+            "setup_ms": r.setup_ms,
+            "gfn_scan_ms": r.gfn_scan_ms,
+            "destroy_ms": r.destroy_ms,
         });
         if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
             base.extend(more);
@@ -446,7 +384,7 @@ fn report_json(
 
 // ---- migrate-receive ----
 
-const RECEIVE_USAGE: &str = "\
+pub const RECEIVE_USAGE: &str = "\
 perfplus migrate-receive [--receiver CMD] [--max-guest-gib N] [--max-delta-cache-mib N]
   Reads a transcoded Xen migration stream on standard input, passes the
   rebuilt stream to the stock receiver and relays its answers to standard
@@ -455,8 +393,8 @@ perfplus migrate-receive [--receiver CMD] [--max-guest-gib N] [--max-delta-cache
   --max-guest-gib N         largest guest accepted (default 1024)
   --max-delta-cache-mib N   largest delta cache accepted (default 1024)";
 
-fn receive_main(args: &[String]) -> ExitCode {
-    let command = &COMMANDS[1];
+/// `perfplus migrate-receive ...` (the arguments after `migrate-receive`).
+pub fn receive_main(args: &[String]) -> ExitCode {
     let mut options = ReceiveOptions::default();
     let mut flags = Flags::new(args);
     let parsed = (|| -> Result<(), String> {
@@ -477,7 +415,7 @@ fn receive_main(args: &[String]) -> ExitCode {
         Ok(())
     })();
     if let Err(e) = parsed {
-        return usage_error(command, &e);
+        return usage_error("migrate-receive", RECEIVE_USAGE, &e);
     }
     let stdin = std::io::stdin().lock();
     let stdout = std::io::stdout();
