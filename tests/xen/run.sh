@@ -14,7 +14,8 @@
 #   PERFPLUS_XEN_WORK    work folder (default target/xen-bed)
 #   PPBED_TIMEOUT_S      limit for the whole boot (default 1200)
 #   PPBED_GUESTS         guests to run in turn (default pv,pvh)
-#   PPBED_XL_MIGRATIONS  stock xl migrations per guest (default 1)
+#   PPBED_XL_MIGRATIONS  stock xl migrations per guest (default 3, taking turns
+#                        with perfplus's, so both see the same load)
 #   PPBED_PP_MIGRATIONS  perfplus migrations per guest (default 3)
 #   PPBED_STEPS          which checks run (default logdirty:control:xl:perfplus:stock:abort)
 #   PPBED_PP_TARGET_MS   Perf+'s downtime target in the bed (default 1000: the
@@ -71,7 +72,7 @@ dom0_args="console=hvc0 earlyprintk=xen rdinit=/init loglevel=5"
 # No commas: QEMU's multiboot -initrd separates modules with them.
 guests=${PPBED_GUESTS:-pv,pvh}
 dom0_args+=" ppbed.guests=${guests//,/:}"
-dom0_args+=" ppbed.xl_migrations=${PPBED_XL_MIGRATIONS:-1}"
+dom0_args+=" ppbed.xl_migrations=${PPBED_XL_MIGRATIONS:-3}"
 dom0_args+=" ppbed.pp_migrations=${PPBED_PP_MIGRATIONS:-3}"
 dom0_args+=" ppbed.steps=${PPBED_STEPS:-logdirty:control:xl:perfplus:stock:abort}"
 dom0_args+=" ppbed.workload_mib=${PPBED_WORKLOAD_MIB:-16} ppbed.workload_rate=${PPBED_WORKLOAD_RATE:-512}"

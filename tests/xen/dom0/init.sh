@@ -5,7 +5,8 @@
 # on the console (the serial log), which run.sh turns into JSON. Ends with
 # `PPBED done` and a reboot (QEMU runs with -no-reboot, so it exits).
 # Knobs on the dom0 command line: ppbed.guests=pv:pvh (which guests, in
-# turn), ppbed.xl_migrations=N (stock xl migrate, per guest),
+# turn), ppbed.xl_migrations=N (stock xl migrate, per guest, taking turns
+# with perfplus),
 # ppbed.pp_migrations=N (perfplus migrate to perfplus migrate-receive, per
 # guest), ppbed.steps=... (which of logdirty:control:xl:perfplus:stock:abort
 # run; default all).
@@ -21,7 +22,7 @@ mkdir -p /run/xen /run/xenstored /var/lib/xen /var/log/xen/console /var/lib/xens
 exec </dev/console >/dev/console 2>&1
 
 GUESTS=pv,pvh
-XL_MIGRATIONS=1
+XL_MIGRATIONS=3
 PP_MIGRATIONS=3
 STEPS=logdirty:control:xl:perfplus:stock:abort
 PP_TARGET_MS=1000
@@ -169,15 +170,16 @@ run_guest() {
     fi
     fi
 
-    # ---- side by side on the same guest: stock xl migrate, then perfplus ----
+    # ---- side by side on the same guest: stock xl migrate and perfplus,
+    # taking turns, so both see the same load on the host ----
     m=1
-    while step xl && [ "$m" -le "$XL_MIGRATIONS" ]; do
-        migrate_xl "$m" || return 1
-        m=$((m + 1))
-    done
-    m=1
-    while step perfplus && [ "$m" -le "$PP_MIGRATIONS" ]; do
-        migrate_perfplus "$m" transcoded || return 1
+    while [ "$m" -le "$XL_MIGRATIONS" ] || [ "$m" -le "$PP_MIGRATIONS" ]; do
+        if step xl && [ "$m" -le "$XL_MIGRATIONS" ]; then
+            migrate_xl "$m" || return 1
+        fi
+        if step perfplus && [ "$m" -le "$PP_MIGRATIONS" ]; then
+            migrate_perfplus "$m" transcoded || return 1
+        fi
         m=$((m + 1))
     done
     # perfplus with nothing of perfplus at the destination (PV).
