@@ -45,7 +45,8 @@ const COMMANDS: &[Subcommand] = &[
     },
     Subcommand {
         name: "migrate-receive",
-        summary: "receive a transcoded Xen migration for xl migrate-receive (run by the sender over ssh)",
+        summary:
+            "receive a transcoded Xen migration for xl migrate-receive (run by the sender over ssh)",
         usage: xen::RECEIVE_USAGE,
         run: xen::receive_main,
     },
@@ -69,7 +70,10 @@ fn main() -> ExitCode {
         return ExitCode::from(EXIT_USAGE);
     };
     if matches!(name.as_str(), "help" | "-h" | "--help") {
-        match args.get(1).and_then(|n| COMMANDS.iter().find(|c| c.name == n)) {
+        match args
+            .get(1)
+            .and_then(|n| COMMANDS.iter().find(|c| c.name == n))
+        {
             Some(c) => eprintln!("usage: {}", c.usage),
             None => print_help(),
         }

@@ -477,8 +477,9 @@ pub fn migrate_domain(
     };
     let setup_ms = started.elapsed().as_secs_f64() * 1e3;
     let migration = match guest_type {
-        GuestType::Pv => super::pv::migrate(&session, &mut source, &mut link, policy, observer)
-            .map(|m| (m, 0.0)),
+        GuestType::Pv => {
+            super::pv::migrate(&session, &mut source, &mut link, policy, observer).map(|m| (m, 0.0))
+        }
         GuestType::Pvh => super::pvh::migrate(&session, source, &mut link, policy, observer),
     };
     let (migration, gfn_scan_ms) = match migration {

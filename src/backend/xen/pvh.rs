@@ -69,7 +69,9 @@ impl GfnMap {
             return Ok(map);
         }
         // Ballooned while looking: look at everything.
-        Self::scan(domain.page_count(), u64::MAX, |gfns| domain.page_types(gfns))
+        Self::scan(domain.page_count(), u64::MAX, |gfns| {
+            domain.page_types(gfns)
+        })
     }
 
     /// The scan of [`GfnMap::of`] over gfns `0..gfn_count`, with `types`
@@ -660,7 +662,10 @@ mod tests {
             Ok::<_, ()>(gfns.iter().map(|&g| layout(g)).collect())
         })
         .unwrap();
-        assert_eq!(map, GfnMap::from_populated((0..3000).chain(0xfeff8..0xff000)));
+        assert_eq!(
+            map,
+            GfnMap::from_populated((0..3000).chain(0xfeff8..0xff000))
+        );
         // Three batches from the bottom, two from the top, not 1020.
         assert_eq!(asked, 5 * 1024);
     }

@@ -49,7 +49,7 @@
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::records::{
-    self, nibble_has_data, nibble_is_known, padding, type_nibble, DOMAIN_HEADER_BYTES,
+    nibble_has_data, nibble_is_known, padding, type_nibble, DOMAIN_HEADER_BYTES,
     IMAGE_HEADER_BYTES, MAX_BATCH_PFNS, MAX_PAGE_DATA_BODY, PAGE_DATA_HEADER_BYTES, PAGE_SIZE,
     PFN_MASK, REC_TYPE_END, REC_TYPE_PAGE_DATA,
 };
@@ -1017,17 +1017,16 @@ pub fn encode_all(
     out
 }
 
-#[doc(hidden)]
-/// The libxc record writer, for the fuzz target and tests that build streams.
-pub fn write_libxc_record(out: &mut Vec<u8>, rtype: u32, body: &[u8]) {
-    let _ = records::write_record(out, rtype, body);
-}
-
 #[cfg(test)]
 #[allow(clippy::cast_possible_truncation)] // small test values
 mod tests {
+    use super::super::records;
     use super::*;
     use proptest::prelude::*;
+
+    fn write_libxc_record(out: &mut Vec<u8>, rtype: u32, body: &[u8]) {
+        records::write_record(out, rtype, body).unwrap();
+    }
 
     fn settings(chunked: bool) -> EncoderSettings {
         EncoderSettings {
