@@ -656,6 +656,8 @@ pub(super) fn to_node_config(
         auto_failback: cf.auto_failback == AutoFailback::On,
         incarnation_file: None,
         warnings,
+        // ha.cf carries membership only; resources come from a native file.
+        cluster: super::ClusterConfig::default(),
     })
 }
 

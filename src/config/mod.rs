@@ -14,8 +14,11 @@ use crate::detector::{DetectorConfig, PingConfig};
 use crate::membership::{Fencing, MembershipConfig, NodeId, NodeSpec};
 use crate::wire::{ClusterId, ClusterKey};
 
+pub mod cluster;
 pub mod heartbeat;
 mod native;
+
+pub use cluster::{ClusterConfig, DriverKind, HostConfig, ResourceConfig};
 
 /// The default UDP port of perfplus heartbeats.
 pub const DEFAULT_PORT: u16 = 7694;
@@ -120,6 +123,9 @@ pub struct NodeConfig {
     pub incarnation_file: Option<PathBuf>,
     /// Things worth telling the admin that are not errors.
     pub warnings: Vec<String>,
+    /// Hosts' capacities and addresses, resources, orchestrator settings
+    /// (empty: membership only).
+    pub cluster: ClusterConfig,
 }
 
 impl NodeConfig {
@@ -145,6 +151,7 @@ impl NodeConfig {
             auto_failback: false,
             incarnation_file: None,
             warnings: Vec::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 
