@@ -32,6 +32,7 @@ pub mod membership;
 /// cbindgen:ignore
 pub mod migration;
 pub mod orchestrator;
+/// cbindgen:ignore
 pub mod runtime;
 /// cbindgen:ignore
 pub mod wire;

@@ -13,6 +13,7 @@
 //! migration = "10.204.0.1:7791"  # where incoming live migrations arrive
 //!
 //! [orchestrator]                 # all optional
+//! enabled = true                 # false: carry out requests only (Pacemaker decides)
 //! uplink_grace_ms = 1000
 //! min_move_interval_ms = 60000
 //! migration_retry_ms = 5000
@@ -119,6 +120,9 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tunables {
+    /// `false`: this host only carries out requests (from an admin tool or
+    /// an OCF agent driven by Pacemaker) and never decides on its own.
+    pub enabled: Option<bool>,
     /// See [`OrchestratorConfig::uplink_grace_ms`].
     pub uplink_grace_ms: Option<u64>,
     /// See [`OrchestratorConfig::min_move_interval_ms`].
@@ -152,6 +156,12 @@ impl ClusterConfig {
             .max_migrations_per_host
             .unwrap_or(config.max_migrations_per_host);
         config
+    }
+
+    /// Whether perfplus decides placements (`[orchestrator] enabled`,
+    /// default true), or only carries out requests.
+    pub fn orchestrates(&self) -> bool {
+        self.tunables.enabled.unwrap_or(true)
     }
 
     /// The host settings of `id`.

@@ -47,6 +47,79 @@ pub struct PeerHost {
     pub migration_address: Option<String>,
 }
 
+/// What a live migration cost, as far as the driver knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MigrationSummary {
+    /// How long the guest was paused, µs (`None`: the driver cannot tell,
+    /// e.g. an OCF agent).
+    pub downtime_us: Option<u64>,
+    /// Bytes sent, if known.
+    pub bytes: Option<u64>,
+}
+
+/// Makes the driver for each resource a host runs.
+pub trait DriverFactory: Send + Sync {
+    /// The driver for `resource` on this host.
+    fn driver(
+        &self,
+        resource: &crate::config::ResourceConfig,
+    ) -> Result<Box<dyn ResourceDriver>, DriverError>;
+}
+
+/// The drivers perfplus ships: OCF agents (and perfplus's own guests, once
+/// their driver is configured).
+#[derive(Debug, Clone)]
+pub struct StandardDrivers {
+    /// This node's name (OCF's `CRM_meta_on_node`).
+    pub local_node: String,
+    /// Where OCF agents live.
+    pub ocf_root: std::path::PathBuf,
+    /// How long an OCF action may take.
+    pub ocf_timeout: Duration,
+    /// Extra environment for every OCF agent (e.g. `HA_RSCTMP`).
+    pub ocf_env: Vec<(String, String)>,
+}
+
+impl StandardDrivers {
+    /// Defaults for the node named `local_node`: agents under
+    /// `/usr/lib/ocf`, 120 s per action.
+    pub fn new(local_node: &str) -> Self {
+        Self {
+            local_node: local_node.into(),
+            ocf_root: ocf::DEFAULT_OCF_ROOT.into(),
+            ocf_timeout: Duration::from_secs(120),
+            ocf_env: Vec::new(),
+        }
+    }
+}
+
+impl DriverFactory for StandardDrivers {
+    fn driver(
+        &self,
+        resource: &crate::config::ResourceConfig,
+    ) -> Result<Box<dyn ResourceDriver>, DriverError> {
+        match &resource.driver {
+            crate::config::DriverKind::Ocf { provider, agent } => {
+                let mut driver = ocf::OcfDriver::new(
+                    &self.ocf_root,
+                    provider,
+                    agent,
+                    &self.local_node,
+                    self.ocf_timeout,
+                );
+                for (key, value) in &self.ocf_env {
+                    driver = driver.with_env(key, value);
+                }
+                Ok(Box::new(driver))
+            }
+            crate::config::DriverKind::Arena => Err(DriverError::Unsupported(format!(
+                "resource {}: the arena driver is not available in this build",
+                resource.spec.name
+            ))),
+        }
+    }
+}
+
 /// A driver operation that failed. The resource's state is what the
 /// variant says; a failed `stop` means the resource may still run.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +203,7 @@ pub trait ResourceDriver: Send {
         &mut self,
         resource: &DriverResource,
         target: &PeerHost,
-    ) -> Result<(), DriverError>;
+    ) -> Result<MigrationSummary, DriverError>;
 
     /// On the target, after `migrate_to` returned: confirm it runs here.
     fn migrate_from(

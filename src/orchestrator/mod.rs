@@ -274,6 +274,62 @@ pub enum Event {
     },
 }
 
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Migrate { resource, from, to } => {
+                write!(
+                    f,
+                    "migrate {resource} from node {} to node {}",
+                    from.0, to.0
+                )
+            }
+            Action::Start { resource, on } => write!(f, "start {resource} on node {}", on.0),
+        }
+    }
+}
+
+/// One line per event, `KIND ...: reason`, as daemons log them.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Decided { action, reason } => write!(f, "DECIDED {action}: {reason}"),
+            Event::NoRoom { resource, reason } => {
+                write!(
+                    f,
+                    "NO_ROOM {resource} must move ({reason}) but no host may take it"
+                )
+            }
+            Event::Deferred {
+                resource,
+                until_ms,
+                reason,
+            } => write!(
+                f,
+                "DEFERRED {resource} ({reason}): it moved recently; not before t={until_ms} ms"
+            ),
+            Event::AwaitingRecovery(h) => {
+                write!(
+                    f,
+                    "AWAITING_RECOVERY node={}: its guests wait for fencing",
+                    h.0
+                )
+            }
+            Event::QuorumLost => f.write_str("QUORUM_LOST: deciding nothing"),
+            Event::QuorumRegained => f.write_str("QUORUM_REGAINED"),
+            Event::BecameDecider => f.write_str("DECIDER: this node decides for its partition"),
+            Event::MigrationFailed { resource, host } => write!(
+                f,
+                "MIGRATION_FAILED {resource}: it still runs on node {}",
+                host.0
+            ),
+            Event::StartFailed { resource, host } => {
+                write!(f, "START_FAILED {resource} on node {}", host.0)
+            }
+        }
+    }
+}
+
 /// An orchestrator output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -303,6 +359,25 @@ pub enum OrchestratorError {
     /// The local host is not among the configured hosts.
     #[error("the local {0} is not a configured host")]
     LocalNotConfigured(HostId),
+}
+
+/// A host as the orchestrator sees it (for status displays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostView {
+    /// The host.
+    pub id: HostId,
+    /// In the view.
+    pub live: bool,
+    /// Its ping health.
+    pub health: Health,
+    /// In standby.
+    pub standby: bool,
+    /// Dead, its resources waiting for recovery to be allowed.
+    pub awaiting_recovery: bool,
+    /// Guest memory placed on it, MiB.
+    pub used_mib: u64,
+    /// Guest memory it can hold, MiB.
+    pub capacity_mib: u64,
 }
 
 /// Where a resource is, as far as the cluster knows.
@@ -365,6 +440,9 @@ struct ResourceState {
     last_move_ms: Option<u64>,
     /// After a failed attempt: not before this time.
     retry_at_ms: Option<u64>,
+    /// Whether a host has reported where it runs (else the placement is
+    /// the configured assumption of a cold start).
+    confirmed: bool,
 }
 
 /// The orchestrator of one host; see the module documentation.
@@ -423,6 +501,7 @@ impl Orchestrator {
                 placement: Placement::Running(host),
                 last_move_ms: None,
                 retry_at_ms: None,
+                confirmed: false,
             };
             if states.insert(name.clone(), state).is_some() {
                 return Err(OrchestratorError::DuplicateResource(name));
@@ -448,6 +527,30 @@ impl Orchestrator {
     /// Where one resource is.
     pub fn placement(&self, resource: &str) -> Option<Placement> {
         self.resources.get(resource).map(|r| r.placement)
+    }
+
+    /// Whether a host has confirmed where the resource runs (a report or
+    /// an action's result), rather than the cold-start assumption.
+    pub fn is_confirmed(&self, resource: &str) -> bool {
+        self.resources.get(resource).is_some_and(|r| r.confirmed)
+    }
+
+    /// Every host as this orchestrator sees it.
+    pub fn hosts(&self) -> impl Iterator<Item = HostView> + '_ {
+        self.hosts.values().map(|h| HostView {
+            id: h.spec.id,
+            live: h.live,
+            health: h.health,
+            standby: h.standby,
+            awaiting_recovery: h.recovery == Recovery::Awaiting,
+            used_mib: self.used_mib(h.spec.id),
+            capacity_mib: h.spec.capacity_mib,
+        })
+    }
+
+    /// Whether this partition has quorum, as last told.
+    pub fn quorate(&self) -> bool {
+        self.quorate
     }
 
     /// Whether this host decides for its partition now.
@@ -500,13 +603,22 @@ impl Orchestrator {
             }
             Input::Running { resource, host } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
-                    r.placement = Placement::Running(host);
+                    // A move in flight ends with its own Done input; until
+                    // then both ends may report the guest (one paused).
+                    if !matches!(
+                        r.placement,
+                        Placement::Migrating { .. } | Placement::Starting(_)
+                    ) {
+                        r.placement = Placement::Running(host);
+                        r.confirmed = true;
+                    }
                 }
             }
             Input::MigrationDone { resource, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
                     if let Placement::Migrating { from, to } = r.placement {
                         r.placement = Placement::Running(if ok { to } else { from });
+                        r.confirmed = true;
                         if ok {
                             r.last_move_ms = Some(self.now_ms);
                         } else {
@@ -524,6 +636,7 @@ impl Orchestrator {
                     if let Placement::Starting(host) = r.placement {
                         if ok {
                             r.placement = Placement::Running(host);
+                            r.confirmed = true;
                             r.last_move_ms = Some(self.now_ms);
                         } else {
                             // Try again, elsewhere if another host is better.

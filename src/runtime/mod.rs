@@ -17,6 +17,7 @@
 //! [`Node::start`], and every one is joined by [`Node::stop`] (Heartbeat
 //! forks after loading plugins; threads do not survive a fork).
 
+pub mod ha;
 mod links;
 mod ping;
 

@@ -25,7 +25,9 @@
 //!   +-------+-----+------+--------+------------+------------------+--------+
 //! ```
 //!
-//! `from` is the sending node's id (0 for an admin tool). Bodies are built
+//! `from` is the sending node's id (0 for an admin tool: a host answers an
+//! admin's `Start`, `Stop` and `Migrate` when they are done, a node's at
+//! once). Bodies are built
 //! from `u8`/`u16`/`u64` and strings (`u16` length + UTF-8, at most
 //! [`MAX_NAME`] bytes for names); every body must be consumed exactly. The
 //! tag is HMAC-SHA256 under the control key, a [`ClusterKey::subkey`] of
@@ -66,6 +68,19 @@ pub enum Message {
     Start {
         /// The resource.
         resource: String,
+    },
+    /// Admin → host: stop this guest here.
+    Stop {
+        /// The resource.
+        resource: String,
+    },
+    /// Source → destination, after moving a guest: confirm it runs there
+    /// (the driver's `migrate_from`).
+    Adopt {
+        /// The resource.
+        resource: String,
+        /// The source host.
+        from: NodeId,
     },
     /// Host → every host: the resources it runs now.
     Report {
@@ -129,6 +144,8 @@ impl Message {
             Message::StatusRequest => 7,
             Message::Status { .. } => 8,
             Message::Ack { .. } => 9,
+            Message::Adopt { .. } => 10,
+            Message::Stop { .. } => 11,
         }
     }
 }
@@ -200,7 +217,11 @@ pub fn encode(
             put_str(&mut body, resource);
             body.extend_from_slice(&to.0.to_be_bytes());
         }
-        Message::Start { resource } => put_str(&mut body, resource),
+        Message::Start { resource } | Message::Stop { resource } => put_str(&mut body, resource),
+        Message::Adopt { resource, from } => {
+            put_str(&mut body, resource);
+            body.extend_from_slice(&from.0.to_be_bytes());
+        }
         Message::Report { host, running } => {
             body.extend_from_slice(&host.0.to_be_bytes());
             let count = u16::try_from(running.len().min(MAX_RESOURCES)).unwrap_or(u16::MAX);
@@ -341,6 +362,13 @@ pub fn decode(
             ok: body.flag()?,
             message: body.long_str()?,
         },
+        11 => Message::Stop {
+            resource: body.name()?,
+        },
+        10 => Message::Adopt {
+            resource: body.name()?,
+            from: NodeId(body.u16()?),
+        },
         other => return Err(ControlError::Kind(other)),
     };
     if !body.0.is_empty() {
@@ -447,6 +475,11 @@ mod tests {
                 to: NodeId(to)
             }),
             any_name().prop_map(|resource| Message::Start { resource }),
+            any_name().prop_map(|resource| Message::Stop { resource }),
+            (any_name(), any::<u16>()).prop_map(|(resource, from)| Message::Adopt {
+                resource,
+                from: NodeId(from)
+            }),
             (1_u16.., proptest::collection::vec(any_name(), 0..20)).prop_map(|(host, running)| {
                 Message::Report {
                     host: NodeId(host),
