@@ -80,9 +80,10 @@ impl GuestCommand {
     }
 }
 
-/// Work to do just before an incoming guest starts (e.g. take over the
-/// service address).
-pub struct StartHook(pub Box<dyn FnMut() -> io::Result<()> + Send>);
+/// Work to do just before an incoming guest starts, given the spec it will
+/// run (e.g. take over `spec.listen`, the service address, on this host).
+/// An error stops the start: the guest does not run here.
+pub struct StartHook(pub Box<dyn FnMut(&GuestSpec) -> io::Result<()> + Send>);
 
 impl std::fmt::Debug for StartHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,11 +307,11 @@ impl GuestProcess {
     pub fn start(&mut self, blob: &[u8]) -> Result<(), ArenaError> {
         let pid = self.child.id();
         let mut spec = GuestSpec::from_blob(blob).map_err(|e| guest_err(pid, e.to_string()))?;
-        if let Some(hook) = &mut self.start_hook {
-            (hook.0)().map_err(|e| guest_err(pid, format!("the start hook failed: {e}")))?;
-        }
         if let Some(addr) = self.listen_override {
             spec.listen = Some(addr);
+        }
+        if let Some(hook) = &mut self.start_hook {
+            (hook.0)(&spec).map_err(|e| guest_err(pid, format!("the start hook failed: {e}")))?;
         }
         let blob = String::from_utf8(spec.to_blob()).map_err(|e| guest_err(pid, e.to_string()))?;
         self.send(&format!("start {blob}"))?;

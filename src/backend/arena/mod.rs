@@ -62,16 +62,20 @@
 mod domain;
 mod guest;
 pub mod handoff;
+mod host;
 mod keeper;
 mod local;
 mod probe;
 mod region;
 mod run;
+mod send;
 mod sys;
 mod tracker;
 pub mod workload;
 
 pub use domain::ArenaDomain;
+pub use host::{Arrival, ReceiveConfig, ReceiveHandle, ReceiveService, TakeOver};
+pub use send::{send_domain, send_guest, Fate, SendConfig, SendError, SendFailure, SendReport};
 pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, StartHook, START_TIMEOUT};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;

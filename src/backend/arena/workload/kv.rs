@@ -235,19 +235,25 @@ pub(super) fn verify(mem: ArenaMemory<'_>, first: u64, end: u64) -> Result<Strin
     Ok(format!("keys={keys} writes={}", mem.load(WRITES)))
 }
 
-/// Bind `addr`, retrying while it is in use (a migration source that has
-/// not exited yet may still hold it).
+/// How long a guest waits for its service address to become free (a
+/// migration source that has not exited yet may still hold it) or to
+/// arrive on this host.
+pub const BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Bind `addr`, retrying while it is in use or not (yet) on this host,
+/// for up to [`BIND_PATIENCE`].
 fn bind_retrying(addr: SocketAddr) -> io::Result<TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + BIND_PATIENCE;
     loop {
         match TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
-                // The service address is still moving to this host.
-                std::thread::sleep(Duration::from_millis(2));
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(e),
         }
@@ -283,13 +289,43 @@ pub(super) fn serve(
         }
         None => None,
     };
-    let listener = bind_retrying(listen)?;
-    let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
+    // A fixed address still held by a migration source (on this host) or
+    // not yet moved here is bound in the background, so an adopting guest
+    // reports "running" at once and the source can be ended; port 0 must
+    // be bound now to learn the port.
+    let bound = match TcpListener::bind(listen) {
+        Ok(l) => Some(l),
+        Err(e)
+            if listen.port() != 0
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let addr = match &bound {
+        Some(l) => l.local_addr()?,
+        None => listen,
+    };
     let connections = Arc::new(AtomicU64::new(0));
     let acceptor = std::thread::Builder::new()
         .name("kv-accept".into())
         .spawn(move || {
+            let listener = match bound.map_or_else(|| bind_retrying(listen), Ok) {
+                Ok(l) => l,
+                Err(e) => {
+                    // The guest cannot serve: end it (its controller sees it exit).
+                    eprintln!("kv: cannot listen on {listen}: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if let Err(e) = listener.set_nonblocking(true) {
+                eprintln!("kv: cannot listen on {listen}: {e}");
+                std::process::exit(1);
+            }
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
