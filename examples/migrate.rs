@@ -46,11 +46,13 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig, LoadReport};
+use perfplus::backend::arena::workload::kv_client::{
+    check_writes_in, Load, LoadConfig, LoadReport,
+};
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, guest_main, send_domain, send_guest, Arrival, Fate, GuestCommand,
-    GuestProcess, ReceiveConfig, ReceiveService, SendConfig, SendReport, TakeOver,
+    check_support, guest_main, send_domain, send_guest, Arrival, Fate, GuestCommand, GuestProcess,
+    ReceiveConfig, ReceiveService, SendConfig, SendReport, TakeOver,
 };
 use perfplus::backend::sim::{SimDomain, VirtualClock, Workload};
 use perfplus::backend::Domain;
@@ -80,7 +82,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("receive") => Options::parse(&args[1..]).and_then(|o| receive(&o)),
         Some("send") => Options::parse(&args[1..]).and_then(|o| send(&o, None)),
-        Some("demo") => Options::parse(&args[1..]).and_then(|o| demo(o)),
+        Some("demo") => Options::parse(&args[1..]).and_then(demo),
         Some("-h" | "--help") => {
             println!("{USAGE}");
             Ok(true)
@@ -257,7 +259,8 @@ impl Options {
 fn take_over_command(cmd: String) -> TakeOver {
     Arc::new(move |spec: &GuestSpec| {
         let mut c = std::process::Command::new("sh");
-        c.args(["-c", &cmd]).env("PERFPLUS_WORKLOAD", spec.workload.name());
+        c.args(["-c", &cmd])
+            .env("PERFPLUS_WORKLOAD", spec.workload.name());
         if let Some(addr) = spec.listen {
             c.env("PERFPLUS_SERVICE_ADDR", addr.to_string())
                 .env("PERFPLUS_SERVICE_IP", addr.ip().to_string())
@@ -267,7 +270,9 @@ fn take_over_command(cmd: String) -> TakeOver {
         if status.success() {
             Ok(())
         } else {
-            Err(std::io::Error::other(format!("--on-start command {status}")))
+            Err(std::io::Error::other(format!(
+                "--on-start command {status}"
+            )))
         }
     })
 }
@@ -278,15 +283,15 @@ fn receive(o: &Options) -> Result<bool, String> {
     let mut config = ReceiveConfig::new(Options::guest_command()?);
     config.io_timeout = o.io_timeout;
     config.take_over = o.on_start.clone().map(take_over_command);
-    let service =
-        ReceiveService::bind(listen, config).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let service = ReceiveService::bind(listen, config)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = service.local_addr().map_err(|e| e.to_string())?;
     // A line tools and tests can wait for.
     println!("listening {addr}");
     let (_handle, arrivals) = service.spawn().map_err(|e| e.to_string())?;
     // Adopted guests stay ours while we run; when this process ends they
     // serve on (their keepers see our end of the pipe close).
-    let mut guests: Vec<GuestProcess> = Vec::new();
+    let mut guests: Vec<Box<GuestProcess>> = Vec::new();
     for arrival in arrivals {
         match arrival {
             Arrival::Adopted { id, guest, stats } => {
@@ -304,7 +309,10 @@ fn receive(o: &Options) -> Result<bool, String> {
                 guests.push(guest);
             }
             Arrival::Received { id, stats } => {
-                println!("received {id}: sim guest, {} pages applied and verified", stats.pages);
+                println!(
+                    "received {id}: sim guest, {} pages applied and verified",
+                    stats.pages
+                );
             }
             Arrival::Failed { id, reason } => println!("failed {id}: {reason}"),
         }
@@ -442,8 +450,12 @@ fn free_local_port() -> Result<SocketAddr, String> {
 }
 
 fn arena_spec(o: &Options) -> Result<GuestSpec, String> {
-    let kind = WorkloadKind::from_name(&o.workload)
-        .ok_or_else(|| format!("--workload {}: one of kv, muncher, sparse, idle", o.workload))?;
+    let kind = WorkloadKind::from_name(&o.workload).ok_or_else(|| {
+        format!(
+            "--workload {}: one of kv, muncher, sparse, idle",
+            o.workload
+        )
+    })?;
     let pages = o.size_mib * (1 << 20) / 4096;
     let mut spec = GuestSpec::new(kind, pages);
     if let Some(r) = o.rate {
@@ -459,7 +471,9 @@ fn arena_spec(o: &Options) -> Result<GuestSpec, String> {
     if kind == WorkloadKind::Kv {
         spec.listen = Some(match o.service {
             Some(a) => a,
-            None => "127.0.0.1:7400".parse().map_err(|_| "bad default address")?,
+            None => "127.0.0.1:7400"
+                .parse()
+                .map_err(|_| "bad default address")?,
         });
     }
     spec.validate().map_err(|e| e.to_string())?;
@@ -469,7 +483,9 @@ fn arena_spec(o: &Options) -> Result<GuestSpec, String> {
 /// `send`; `demo` passes the channel its in-process receiver reports to.
 fn send(o: &Options, arrivals: Option<&mpsc::Receiver<Arrival>>) -> Result<bool, String> {
     let to = o.to.ok_or("send needs --to ADDR")?;
-    let id = o.id.clone().unwrap_or_else(|| SendConfig::unique_id("migrate"));
+    let id =
+        o.id.clone()
+            .unwrap_or_else(|| SendConfig::unique_id("migrate"));
     let mut config = SendConfig::new(id.clone());
     config.io_timeout = o.io_timeout;
     let policy = o.policy();
@@ -497,7 +513,10 @@ fn send_arena(
         o.size_mib,
         policy.name()
     );
-    eprintln!("starting a {} guest of {} MiB ...", spec.workload, o.size_mib);
+    eprintln!(
+        "starting a {} guest of {} MiB ...",
+        spec.workload, o.size_mib
+    );
     let guest = GuestProcess::spawn(&Options::guest_command()?, &spec)
         .map_err(|e| format!("cannot start the guest: {e}"))?;
     let service = guest.listen();
@@ -560,7 +579,12 @@ fn send_arena(
         std::thread::sleep(o.after);
         let report = load.stop();
         if let Some(addr) = service {
-            match check_writes_in(o.client_netns.as_deref(), addr, &report, Duration::from_secs(10)) {
+            match check_writes_in(
+                o.client_netns.as_deref(),
+                addr,
+                &report,
+                Duration::from_secs(10),
+            ) {
                 Ok(check) => {
                     outcome.writes_found = Some(check.writes_found);
                     outcome.writes_lost = Some(check.writes_lost);
@@ -576,7 +600,9 @@ fn send_arena(
             Ok(summary) => eprintln!("the adopted guest checks out: {summary}"),
             Err(e) => {
                 eprintln!("the adopted guest is damaged: {e}");
-                outcome.error.get_or_insert_with(|| format!("adopted guest: {e}"));
+                outcome
+                    .error
+                    .get_or_insert_with(|| format!("adopted guest: {e}"));
             }
         }
     }
@@ -644,7 +670,11 @@ fn send_sim(
         }
         Err(e) => {
             outcome.error = Some(e.to_string());
-            outcome.fate = Some(if source.is_paused() { "lost" } else { "runs at the source" });
+            outcome.fate = Some(if source.is_paused() {
+                "lost"
+            } else {
+                "runs at the source"
+            });
         }
     }
     Ok((outcome, title))
@@ -652,7 +682,8 @@ fn send_sim(
 
 fn report(o: &Options, id: &str, title: &str, out: &Outcome) -> Result<(), String> {
     let m = out.migration.as_ref();
-    let fmt_opt = |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} {unit}"));
+    let fmt_opt =
+        |v: Option<f64>, unit: &str| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1} {unit}"));
     let count = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
     let throughput = m.map(|m| m.bytes_on_wire as f64 / (m.total_ms / 1e3).max(1e-9));
     println!("\nmigration {id}: {title}");
@@ -668,7 +699,13 @@ fn report(o: &Options, id: &str, title: &str, out: &Outcome) -> Result<(), Strin
             "bytes on the wire",
             m.map_or_else(
                 || "-".into(),
-                |m| format!("{} ({:.1} MiB)", m.bytes_on_wire, m.bytes_on_wire as f64 / f64::from(1 << 20)),
+                |m| {
+                    format!(
+                        "{} ({:.1} MiB)",
+                        m.bytes_on_wire,
+                        m.bytes_on_wire as f64 / f64::from(1 << 20)
+                    )
+                },
             ),
         ),
         ("throughput", fmt_opt(throughput.map(|t| t / 1e6), "MB/s")),
@@ -677,7 +714,12 @@ fn report(o: &Options, id: &str, title: &str, out: &Outcome) -> Result<(), Strin
             "pages raw / zero / delta",
             m.map_or_else(
                 || "-".into(),
-                |m| format!("{} / {} / {}", m.sent.raw_pages, m.sent.zero_pages, m.sent.delta_pages),
+                |m| {
+                    format!(
+                        "{} / {} / {}",
+                        m.sent.raw_pages, m.sent.zero_pages, m.sent.delta_pages
+                    )
+                },
             ),
         ),
         ("pages in the final pass", count(m.map(|m| m.final_pages))),
@@ -739,11 +781,8 @@ fn demo(mut o: Options) -> Result<bool, String> {
     check_support().map_err(|e| e.to_string())?;
     let mut config = ReceiveConfig::new(Options::guest_command()?);
     config.io_timeout = o.io_timeout;
-    let service = ReceiveService::bind(
-        "127.0.0.1:0".parse().map_err(|_| "bad address")?,
-        config,
-    )
-    .map_err(|e| format!("cannot start the receiver: {e}"))?;
+    let service = ReceiveService::bind("127.0.0.1:0".parse().map_err(|_| "bad address")?, config)
+        .map_err(|e| format!("cannot start the receiver: {e}"))?;
     let (handle, arrivals) = service.spawn().map_err(|e| e.to_string())?;
     eprintln!("receiver listening on {}", handle.addr());
     o.to = Some(handle.addr());

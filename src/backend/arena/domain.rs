@@ -87,8 +87,7 @@ impl ArenaDomain {
         let layout = guest.layout();
         let pid = guest.pid();
         let parts = (|| {
-            let stopper =
-                ProcessStopper::new(pid).map_err(os("opening a pidfd for the guest"))?;
+            let stopper = ProcessStopper::new(pid).map_err(os("opening a pidfd for the guest"))?;
             let pidfd = sys::pidfd_open(pid).map_err(os("opening a pidfd for the guest"))?;
             let uffd = sys::pidfd_getfd(pidfd.as_fd(), layout.uffd_fd).map_err(os(
                 "taking the guest's userfaultfd (pidfd_getfd needs the same uid or CAP_SYS_PTRACE)",

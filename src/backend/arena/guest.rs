@@ -83,7 +83,10 @@ impl GuestCommand {
 /// Work to do just before an incoming guest starts, given the spec it will
 /// run (e.g. take over `spec.listen`, the service address, on this host).
 /// An error stops the start: the guest does not run here.
-pub struct StartHook(pub Box<dyn FnMut(&GuestSpec) -> io::Result<()> + Send>);
+pub struct StartHook(pub Box<StartFn>);
+
+/// The function a [`StartHook`] runs.
+pub type StartFn = dyn FnMut(&GuestSpec) -> io::Result<()> + Send;
 
 impl std::fmt::Debug for StartHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

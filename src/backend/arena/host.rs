@@ -98,7 +98,7 @@ pub enum Arrival {
         /// The migration's id.
         id: String,
         /// The guest, running (dropping it ends it; `detach` keeps it).
-        guest: GuestProcess,
+        guest: Box<GuestProcess>,
         /// What the receiver applied.
         stats: ReceiverStats,
     },
@@ -367,7 +367,7 @@ fn receive_arena(
             outcomes.finish(id, Outcome::Committed);
             Arrival::Adopted {
                 id: id.to_owned(),
-                guest,
+                guest: Box::new(guest),
                 stats,
             }
         }

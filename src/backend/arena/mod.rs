@@ -74,14 +74,17 @@ mod tracker;
 pub mod workload;
 
 pub use domain::ArenaDomain;
+pub use guest::{
+    guest_main, GuestCommand, GuestLayout, GuestProcess, StartFn, StartHook, START_TIMEOUT,
+};
 pub use host::{Arrival, ReceiveConfig, ReceiveHandle, ReceiveService, TakeOver};
-pub use send::{send_domain, send_guest, Fate, SendConfig, SendError, SendFailure, SendReport};
-pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, StartHook, START_TIMEOUT};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};
 pub use run::{Gate, GatePass, ProcessStopper, RunControl, Stopper, DUTY_PERIOD};
+pub use send::{send_domain, send_guest, Fate, SendConfig, SendError, SendFailure, SendReport};
+pub use sys::{enter_netns, thread_cpu_time};
 pub use tracker::{HarvestStats, WriteTracker, SCAN_REGIONS};
 
 use crate::backend::BackendError;

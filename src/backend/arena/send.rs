@@ -24,8 +24,8 @@ use super::{query_outcome, ArenaDomain, ArenaError, GuestProcess, Outcome};
 use crate::backend::Domain;
 use crate::migration::engine::{migrate, EngineConfig, MigrationReport, Progress, ProgressFlow};
 use crate::migration::policy::PrecopyPolicy;
-use crate::migration::sink::{PerfplusSink, StreamSink};
 use crate::migration::simulation::default_delta_cache_bytes;
+use crate::migration::sink::{PerfplusSink, StreamSink};
 use crate::migration::transport::{RealClock, TcpTransport, Transport};
 use crate::migration::MigrationError;
 
@@ -101,7 +101,7 @@ pub enum SendError {
     Guest(#[from] ArenaError),
     /// The migration failed (see the variant for where the guest runs).
     #[error(transparent)]
-    Migration(#[from] MigrationError),
+    Migration(Box<MigrationError>),
     /// The receiver verified the stream but the hand-over was not
     /// confirmed, and its outcome could not be learnt in time: the guest
     /// stays stopped here and its keeper settles it once the receiver
@@ -113,15 +113,21 @@ pub enum SendError {
         /// The receiver.
         to: SocketAddr,
         /// What went wrong.
-        cause: MigrationError,
+        cause: Box<MigrationError>,
     },
+}
+
+impl From<MigrationError> for SendError {
+    fn from(e: MigrationError) -> Self {
+        Self::Migration(Box::new(e))
+    }
 }
 
 /// Where the guest is after a failed [`send_guest`].
 #[derive(Debug)]
 pub enum Fate {
     /// It runs here, as before the migration (given back).
-    RunsHere(GuestProcess),
+    RunsHere(Box<GuestProcess>),
     /// It runs at the receiver (the hand-over was confirmed by a status
     /// query after the stream broke); the source was ended.
     Moved,
@@ -174,7 +180,9 @@ pub fn send_domain<D: Domain>(
         id: config.id.clone(),
         pages: source.page_count(),
     };
-    transport.send(&preamble.encode()).map_err(MigrationError::from)?;
+    transport
+        .send(&preamble.encode())
+        .map_err(MigrationError::from)?;
     let memory = source.page_count() * source.page_size() as u64;
     let mut sink = PerfplusSink::new(
         transport,
@@ -204,7 +212,11 @@ fn settle(to: SocketAddr, id: &str, patience: Duration) -> Option<Outcome> {
     let mut wait = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        if let Ok(outcome) = query_outcome(to, id, left.clamp(Duration::from_millis(100), Duration::from_secs(5))) {
+        if let Ok(outcome) = query_outcome(
+            to,
+            id,
+            left.clamp(Duration::from_millis(100), Duration::from_secs(5)),
+        ) {
             return Some(outcome);
         }
         if Instant::now() + wait > deadline {
@@ -232,7 +244,7 @@ pub fn send_guest(
 ) -> Result<SendReport, SendFailure> {
     let here = |guest, error| SendFailure {
         error,
-        fate: Fate::RunsHere(guest),
+        fate: Fate::RunsHere(Box::new(guest)),
     };
     if let Err(e) = guest.lease(&config.id, to) {
         return Err(here(guest, e.into()));
@@ -243,7 +255,10 @@ pub fn send_guest(
         Ok(d) => d,
         Err((e, mut guest)) => {
             let _ = guest.release();
-            return Err(here(*guest, e.into()));
+            return Err(SendFailure {
+                error: e.into(),
+                fate: Fate::RunsHere(guest),
+            });
         }
     };
     let pages = source.page_count();
@@ -260,7 +275,9 @@ pub fn send_guest(
                 tracking_bytes_per_page,
             })
         }
-        Err(SendError::Migration(cause @ MigrationError::HandoverUnconfirmed { .. })) => {
+        Err(SendError::Migration(cause))
+            if matches!(*cause, MigrationError::HandoverUnconfirmed { .. }) =>
+        {
             let outcome = settle(to, &config.id, config.settle_timeout);
             let lost = |error| SendFailure {
                 error,
