@@ -464,6 +464,13 @@ fn run_guest(args: &[String]) -> Result<(), String> {
     let region: &'static TrackedRegion = Box::leak(Box::new(
         TrackedRegion::new(pages).map_err(|e| e.to_string())?,
     ));
+    if incoming {
+        // The migration writes every page: fault them in now, in one call,
+        // rather than one fault per page while the stream is applied.
+        if let Err(e) = region.populate() {
+            eprintln!("incoming guest: {e}; pages will be faulted in as they arrive");
+        }
+    }
     let mem = region.memory();
     let mut out = io::stdout();
     let say = |out: &mut io::Stdout, line: &str| -> Result<(), String> {

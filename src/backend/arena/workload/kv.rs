@@ -31,6 +31,9 @@ const BUSY: u64 = u64::MAX;
 pub const MAX_CONNECTIONS: u64 = 256;
 /// Header register: writes applied (a hot word, like a kernel's counters).
 const WRITES: usize = header::REGISTERS;
+/// Header register: inserts in progress. An adopter finds half-inserted
+/// slots only when it is not zero, so it scans the table only then.
+const INSERTING: usize = header::REGISTERS + 1;
 
 /// Slots for `keys` keys: a power of two at least twice the key count.
 pub fn slots_for(keys: u64) -> u64 {
@@ -118,10 +121,13 @@ impl<'a> Table<'a> {
             match self.published_tag(slot) {
                 0 => {
                     let word = self.mem.word(slot);
+                    let inserting = self.mem.word(INSERTING);
+                    inserting.fetch_add(1, Ordering::AcqRel);
                     if word
                         .compare_exchange(0, BUSY, Ordering::AcqRel, Ordering::Acquire)
                         .is_err()
                     {
+                        inserting.fetch_sub(1, Ordering::AcqRel);
                         continue; // someone claimed it first: look at it again
                     }
                     for i in 2..SLOT_WORDS {
@@ -129,6 +135,7 @@ impl<'a> Table<'a> {
                     }
                     self.mem.store(slot + 1, value);
                     word.store(tag, Ordering::Release);
+                    inserting.fetch_sub(1, Ordering::AcqRel);
                     return Some(slot);
                 }
                 t if t == tag => return Some(slot),
@@ -193,6 +200,9 @@ pub(super) fn init(mem: ArenaMemory<'_>, spec: &GuestSpec, first: u64, end: u64)
 /// Clear slots a stop left half-inserted (their writes were never
 /// acknowledged).
 pub(super) fn recover(mem: ArenaMemory<'_>, first: u64, end: u64) {
+    if mem.load(INSERTING) == 0 {
+        return; // no insert was under way: no slot is half-inserted
+    }
     let table = Table::new(mem, first, end);
     for index in 0..=table.mask {
         let slot = table.slot(index);
@@ -200,6 +210,7 @@ pub(super) fn recover(mem: ArenaMemory<'_>, first: u64, end: u64) {
             mem.store(slot, 0);
         }
     }
+    mem.store(INSERTING, 0);
 }
 
 pub(super) fn verify(mem: ArenaMemory<'_>, first: u64, end: u64) -> Result<String, String> {
@@ -448,6 +459,8 @@ mod tests {
             .map(|i| table.slot(i))
             .find(|&s| mem.load(s) == 0)
             .unwrap();
+        // (as an insert stopped between its claim and its publication)
+        mem.store(INSERTING, 1);
         mem.store(empty, BUSY);
         mem.store(empty + 1, 99);
         assert!(verify(mem, 1, 2).is_err());
