@@ -29,7 +29,11 @@
 //! a real run would wait 30 minutes). Numbers are this run's; compare
 //! ratios, not absolute times (the machine is shared).
 
-#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)] // page arithmetic and rates
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)] // page arithmetic and rates (all positive)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
 #[path = "../tests/support/ppmig_netns.rs"]
@@ -43,8 +47,8 @@ use std::time::{Duration, Instant};
 use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, enter_netns, send_guest, Arrival, ArenaDomain, Fate, GuestCommand,
-    GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService, SendConfig,
+    check_support, enter_netns, send_guest, ArenaDomain, Arrival, Fate, GuestCommand, GuestProcess,
+    LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService, SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
 use perfplus::migration::engine::ProgressFlow;
@@ -310,7 +314,14 @@ fn netns_link() -> Result<Link, String> {
         ppmig_netns::sh(&["ip", "-n", &b, "addr", "replace", &service, "dev", "lo"])
             .and_then(|()| {
                 ppmig_netns::sh(&[
-                    "ip", "-n", &c, "route", "replace", &service, "via", ppmig_netns::B_UP,
+                    "ip",
+                    "-n",
+                    &c,
+                    "route",
+                    "replace",
+                    &service,
+                    "via",
+                    ppmig_netns::B_UP,
                 ])
             })
             .map_err(std::io::Error::other)
@@ -346,7 +357,14 @@ impl Link {
             let service = format!("{}/32", ppmig_netns::SERVICE_IP);
             let _ = ppmig_netns::sh(&["ip", "-n", &h.b, "addr", "del", &service, "dev", "lo"]);
             let _ = ppmig_netns::sh(&[
-                "ip", "-n", &h.c, "route", "replace", &service, "via", ppmig_netns::A_UP,
+                "ip",
+                "-n",
+                &h.c,
+                "route",
+                "replace",
+                &service,
+                "via",
+                ppmig_netns::A_UP,
             ]);
         }
     }
@@ -410,7 +428,14 @@ struct Limits {
 }
 
 #[allow(clippy::too_many_lines)]
-fn run_case(link: &Link, case: &Case, pages: u64, index: u16, warmup: Duration, limits: &Limits) -> Value {
+fn run_case(
+    link: &Link,
+    case: &Case,
+    pages: u64,
+    index: u16,
+    warmup: Duration,
+    limits: &Limits,
+) -> Value {
     link.reset_service();
     let mut spec = GuestSpec::new(case.workload, pages);
     spec.fill_pct = case.fill_pct;
@@ -434,7 +459,9 @@ fn run_case(link: &Link, case: &Case, pages: u64, index: u16, warmup: Duration, 
     config.io_timeout = Duration::from_secs(60);
     let to = link.receiver.addr();
     let result = in_ns(link.sender_ns(), move || {
-        send_guest(guest, to, policy.as_ref(), &config, &mut |_| ProgressFlow::Continue)
+        send_guest(guest, to, policy.as_ref(), &config, &mut |_| {
+            ProgressFlow::Continue
+        })
     });
     let (report, failure) = match result {
         Ok(r) => (Some(r), None),
@@ -535,7 +562,11 @@ fn print_run(r: &Value) {
         r["link"].as_str().unwrap_or("?"),
         r["workload"].as_str().unwrap_or("?"),
         r["policy"].as_str().unwrap_or("?"),
-        if r["converged"].as_bool() == Some(true) { "yes" } else { "NO" },
+        if r["converged"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "NO"
+        },
         opt("downtime_ms", 1.0, 1),
         opt("service_gap_ms", 1.0, 1),
         opt("total_ms", 1.0, 0),
@@ -545,15 +576,29 @@ fn print_run(r: &Value) {
         opt("throughput_bytes_per_s", 1e-6, 0),
         opt("writes_acknowledged", 1.0, 0),
         opt("writes_lost", 1.0, 0),
-        r["stop_reason"].as_str().or(r["error"].as_str()).unwrap_or("-"),
+        r["stop_reason"]
+            .as_str()
+            .or(r["error"].as_str())
+            .unwrap_or("-"),
     );
 }
 
 fn run_header() {
     println!(
         "  {:<12} {:<8} {:<19} {:>4} {:>9} {:>9} {:>9} {:>9} {:>4} {:>7} {:>8} {:>9} {:>6}  stop",
-        "link", "workload", "policy", "conv", "down ms", "gap ms", "total ms", "MiB wire", "rnds",
-        "cpu s", "MB/s", "w acked", "w lost"
+        "link",
+        "workload",
+        "policy",
+        "conv",
+        "down ms",
+        "gap ms",
+        "total ms",
+        "MiB wire",
+        "rnds",
+        "cpu s",
+        "MB/s",
+        "w acked",
+        "w lost"
     );
 }
 
@@ -565,7 +610,10 @@ fn targets(runs: &[Value], link: &str, downtime_target_ms: f64) -> Vec<Value> {
     };
     let mut out = Vec::new();
     let mut check = |name: String, met: bool, detail: String| {
-        println!("  [{}] {name}: {detail}", if met { "met" } else { "NOT MET" });
+        println!(
+            "  [{}] {name}: {detail}",
+            if met { "met" } else { "NOT MET" }
+        );
         out.push(json!({"link": link, "target": name, "met": met, "detail": detail}));
     };
     for w in ["kv", "muncher", "sparse", "idle"] {
@@ -583,11 +631,19 @@ fn targets(runs: &[Value], link: &str, downtime_target_ms: f64) -> Vec<Value> {
         }
         if let (Some(a), Some(b)) = (f(pp, "bytes_on_wire"), f(xen, "bytes_on_wire")) {
             let ratio = a / b;
-            let limit = if matches!(w, "kv" | "muncher") { 0.7 } else { 1.0 };
+            let limit = if matches!(w, "kv" | "muncher") {
+                0.7
+            } else {
+                1.0
+            };
             check(
                 format!("{w}: perfplus bytes <= {limit} x xen-default"),
                 ratio <= limit,
-                format!("{:.1} MiB vs {:.1} MiB ({ratio:.2}x)", a / 1_048_576.0, b / 1_048_576.0),
+                format!(
+                    "{:.1} MiB vs {:.1} MiB ({ratio:.2}x)",
+                    a / 1_048_576.0,
+                    b / 1_048_576.0
+                ),
             );
         }
     }
@@ -701,10 +757,7 @@ fn main() {
     );
 
     // Migrations.
-    let lim = Limits {
-        copy: memcpy,
-        tcp,
-    };
+    let lim = Limits { copy: memcpy, tcp };
     // The muncher rewrites pages at twice the link's page rate (it
     // outruns the link; at CPU speed it would outrun even a 20 % duty
     // cycle several times over).
@@ -786,7 +839,11 @@ fn main() {
         "detail": format!("{:.0} %", dp_ratio * 100.0),
     })];
     for link in &links {
-        all_targets.extend(targets(&runs, link.name, PerfPlus::default().downtime_target_ms));
+        all_targets.extend(targets(
+            &runs,
+            link.name,
+            PerfPlus::default().downtime_target_ms,
+        ));
     }
 
     let report = json!({
