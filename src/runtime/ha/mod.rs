@@ -923,6 +923,7 @@ impl HaLoop {
             DriverResource {
                 name: name.into(),
                 params: config.params.clone(),
+                memory_mib: Some(config.spec.memory_mib),
             },
         ))
     }
