@@ -95,6 +95,63 @@ impl ArenaSettings {
     }
 }
 
+/// Hooks that move a guest's service address with it: on arrival (or a
+/// start) add the address to `interface` and announce it with a gratuitous
+/// ARP (`arping -U`, from iputils-arping), so switches and clients learn
+/// where it went; on departure remove it. A guest without a `listen`
+/// address is left alone.
+pub fn address_hooks(interface: &str) -> (TakeOver, Release) {
+    let iface = interface.to_string();
+    let take_over: TakeOver = Arc::new(move |spec: &GuestSpec| {
+        let Some(listen) = spec.listen else {
+            return Ok(());
+        };
+        let ip = listen.ip().to_string();
+        let prefix = if listen.is_ipv4() { "32" } else { "128" };
+        // `replace`: idempotent when the address is already here.
+        run(
+            "ip",
+            &["addr", "replace", &format!("{ip}/{prefix}"), "dev", &iface],
+        )?;
+        if listen.is_ipv4() {
+            // Unsolicited ARP, twice (a lost one must not strand clients).
+            let _ = run("arping", &["-U", "-c", "2", "-w", "1", "-I", &iface, &ip]);
+        }
+        Ok(())
+    });
+    let iface = interface.to_string();
+    let release: Release = Arc::new(move |spec: &GuestSpec| {
+        if let Some(listen) = spec.listen {
+            let prefix = if listen.is_ipv4() { "32" } else { "128" };
+            let _ = run(
+                "ip",
+                &[
+                    "addr",
+                    "del",
+                    &format!("{}/{prefix}", listen.ip()),
+                    "dev",
+                    &iface,
+                ],
+            );
+        }
+    });
+    (take_over, release)
+}
+
+/// Run a command; its failure (or absence) is an error naming it.
+fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
+    let out = std::process::Command::new(program).args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{program} {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
 /// The guests of one host and its receiver.
 pub struct ArenaHost {
     settings: ArenaSettings,

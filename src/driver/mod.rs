@@ -99,6 +99,33 @@ impl StandardDrivers {
     }
 }
 
+impl StandardDrivers {
+    /// The drivers for `config`'s local node, named `local_node`: OCF
+    /// agents, and, if any resource uses the arena driver, this host's
+    /// arena guests with their receiver on the node's `migration` address
+    /// (`settings` adjusts the arena settings: hooks, policy).
+    pub fn for_node(
+        config: &crate::config::NodeConfig,
+        local_node: &str,
+        guest_program: crate::backend::arena::GuestCommand,
+        settings: impl FnOnce(&mut arena::ArenaSettings),
+    ) -> Result<Self, DriverError> {
+        let mut drivers = Self::new(local_node);
+        let uses_arena = config
+            .cluster
+            .resources
+            .iter()
+            .any(|r| r.driver == crate::config::DriverKind::Arena);
+        if uses_arena {
+            let receive = config.cluster.host(config.local).and_then(|h| h.migration);
+            let mut arena_settings = arena::ArenaSettings::new(guest_program, receive);
+            settings(&mut arena_settings);
+            drivers.arena = Some(arena::ArenaHost::start(arena_settings)?);
+        }
+        Ok(drivers)
+    }
+}
+
 impl DriverFactory for StandardDrivers {
     fn driver(
         &self,
