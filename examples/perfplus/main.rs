@@ -40,20 +40,17 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use perfplus::backend::arena::{guest_main, GuestCommand};
 use perfplus::config::heartbeat::{AuthKeys, HaCf};
 use perfplus::config::{local_hostname, NodeConfig};
-use perfplus::driver::arena::address_hooks;
-use perfplus::driver::StandardDrivers;
 use perfplus::membership::NodeId;
-use perfplus::migration::engine::Progress;
 use perfplus::runtime::ha::control::{exchange, exchange_waiting, ANSWER_TIMEOUT};
-use perfplus::runtime::ha::{ClusterStatus, HaEvent, HaNode};
-use perfplus::runtime::{Node, NodeEvent};
+use perfplus::runtime::ha::daemon::{self, DaemonOptions};
+use perfplus::runtime::ha::ClusterStatus;
 use perfplus::wire::control::Message;
 
 const USAGE: &str = "usage:
@@ -202,15 +199,9 @@ fn load_config(args: &Args) -> Result<NodeConfig, Failure> {
     Ok(config)
 }
 
-fn now_us() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros())
-}
-
 fn log_line(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "t={} {text}", now_us());
+    let _ = writeln!(out, "{}", daemon::stamp(text));
     let _ = out.flush();
 }
 
@@ -221,75 +212,15 @@ fn run_node(args: &Args) -> Result<(), Failure> {
         signal_hook::flag::register(signal, stop.clone())
             .map_err(|e| Failure(EXIT_FAILED, format!("cannot handle signals: {e}")))?;
     }
-    let name = config
-        .local_name()
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("node{}", config.local.0));
-    log_line(&format!(
-        "START node={} name={name} cluster={} source={}",
-        config.local.0, config.cluster_name, config.source
-    ));
-    if config.cluster.resources.is_empty() {
-        // Membership only.
-        let mut node = Node::start(config, |event: &NodeEvent| match event {
-            NodeEvent::Membership(e) => log_line(&e.to_string()),
-            NodeEvent::Warning(w) => log_line(&format!("WARNING {w}")),
-        })
-        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        node.stop();
-    } else {
-        let program = std::env::current_exe()
-            .map_err(|e| Failure(EXIT_FAILED, format!("cannot find this program: {e}")))?;
-        let guest_program = GuestCommand::new(program, &["guest"]);
-        let mut drivers = StandardDrivers::for_node(&config, &name, guest_program, |arena| {
-            if let Some(interface) = &args.service_interface {
-                let (take_over, release) = address_hooks(interface);
-                arena.take_over = Some(take_over);
-                arena.release = Some(release);
-            }
-            if let Some(policy) = &args.policy {
-                arena.policy = policy.clone();
-            }
-            arena.progress = Some(Arc::new(log_progress));
-        })
-        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-        drivers.ocf_env = args.ocf_env.clone();
-        let mut node = HaNode::start(config, &drivers, |event: &HaEvent| {
-            log_line(&event.to_string());
-        })
-        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        log_line("STOPPING stopping the resources that run here, then leaving the cluster");
-        node.stop();
-    }
-    log_line("STOPPED");
-    Ok(())
-}
-
-/// One `PROGRESS` line per round decision and per phase of a migration
-/// this host sends (batches are not logged: too many).
-fn log_progress(resource: &str, progress: &Progress) {
-    match progress {
-        Progress::Decided { stats, decision } => log_line(&format!(
-            "PROGRESS {resource} round={} dirty_pages={} deferred_pages={} dirty_rate_pages_per_s={:.0} bandwidth_bytes_per_s={:.0} predicted_downtime_ms={:.1} decision={decision:?}",
-            stats.iteration,
-            stats.dirty_pages,
-            stats.deferred_pages,
-            stats.dirty_rate_pages_per_s,
-            stats.bandwidth_bytes_per_s,
-            stats.predicted_downtime_ms,
-        )),
-        Progress::Paused { final_pages, .. } => {
-            log_line(&format!("PROGRESS {resource} paused final_pages={final_pages}"));
-        }
-        Progress::Verified { .. } => log_line(&format!("PROGRESS {resource} verified")),
-        _ => {}
-    }
+    let program = std::env::current_exe()
+        .map_err(|e| Failure(EXIT_FAILED, format!("cannot find this program: {e}")))?;
+    let options = DaemonOptions {
+        guest_program: GuestCommand::new(program, &["guest"]),
+        service_interface: args.service_interface.clone(),
+        policy: args.policy.clone(),
+        ocf_env: args.ocf_env.clone(),
+    };
+    daemon::run(config, &options, &stop, Arc::new(log_line)).map_err(|e| Failure(EXIT_FAILED, e))
 }
 
 /// Send `message` to the node on this host and return its reply.

@@ -448,6 +448,8 @@ struct ResourceState {
     /// Whether a host has reported where it runs (else the placement is
     /// the configured assumption of a cold start).
     confirmed: bool,
+    /// The deferral last announced (so it is announced once).
+    deferred_until_ms: Option<u64>,
 }
 
 /// The orchestrator of one host; see the module documentation.
@@ -507,6 +509,7 @@ impl Orchestrator {
                 last_move_ms: None,
                 retry_at_ms: None,
                 confirmed: false,
+                deferred_until_ms: None,
             };
             if states.insert(name.clone(), state).is_some() {
                 return Err(OrchestratorError::DuplicateResource(name));
@@ -639,9 +642,10 @@ impl Orchestrator {
             Input::StartDone { resource, host, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
                     if ok {
+                        // A start is not a move between hosts: it does not
+                        // hold back the next migration (anti-flapping).
                         r.placement = Placement::Running(host);
                         r.confirmed = true;
-                        r.last_move_ms = Some(self.now_ms);
                     } else if r.placement == Placement::Starting(host) {
                         // Try again, elsewhere if another host is better.
                         r.placement = Placement::Lost(host);
@@ -821,11 +825,16 @@ impl Orchestrator {
             let automatic = !matches!(reason, Reason::Standby(_));
             if automatic {
                 if let Some(until_ms) = self.move_allowed_at(&name) {
-                    out.push(Output::Event(Event::Deferred {
-                        resource: name,
-                        until_ms,
-                        reason,
-                    }));
+                    if let Some(r) = self.resources.get_mut(&name) {
+                        if r.deferred_until_ms != Some(until_ms) {
+                            r.deferred_until_ms = Some(until_ms);
+                            out.push(Output::Event(Event::Deferred {
+                                resource: name,
+                                until_ms,
+                                reason,
+                            }));
+                        }
+                    }
                     continue;
                 }
             }

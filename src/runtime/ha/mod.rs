@@ -22,6 +22,7 @@
 //! handler (which runs on its own thread).
 
 pub mod control;
+pub mod daemon;
 mod status;
 
 use std::collections::BTreeMap;
