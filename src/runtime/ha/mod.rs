@@ -727,6 +727,17 @@ impl HaLoop {
                     Vec::new(),
                 )
             }
+            Message::Probe { resource } => {
+                if self.drivers.contains_key(&resource) {
+                    // Answered by a worker once the driver has looked.
+                    self.probe(resource, reply);
+                    return Vec::new();
+                }
+                (
+                    ack(false, &format!("unknown resource {resource}")),
+                    Vec::new(),
+                )
+            }
             Message::Adopt { resource, from } => {
                 // Answered by the worker once the driver confirms.
                 self.adopt(resource, from, reply);
@@ -783,7 +794,7 @@ impl HaLoop {
                 },
                 Vec::new(),
             ),
-            Message::Status { .. } | Message::Ack { .. } => {
+            Message::Status { .. } | Message::Probed { .. } | Message::Ack { .. } => {
                 (ack(false, "not a request"), Vec::new())
             }
         };
@@ -1173,6 +1184,34 @@ impl HaLoop {
             });
             Work::Stopped
         });
+    }
+
+    /// Ask `resource`'s driver whether it runs here and answer (waits for
+    /// an action in progress on it to end, as an OCF monitor would).
+    fn probe(&self, resource: String, reply: Sender<Message>) {
+        let Some((driver, r)) = self.driver_resource(&resource) else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("perfplus-probe".into())
+            .spawn(move || {
+                let answer = match driver.lock().monitor(&r) {
+                    Ok(status) => Message::Probed {
+                        resource: r.name,
+                        running: status == ResourceStatus::Running,
+                    },
+                    Err(e) => Message::Ack {
+                        ok: false,
+                        message: e.to_string(),
+                    },
+                };
+                let _ = reply.send(answer);
+            });
+        if let Err(e) = spawned {
+            self.emit(HaEvent::Warning(format!(
+                "cannot start a worker thread: {e}"
+            )));
+        }
     }
 
     /// Check every resource's driver (skipping busy ones) and report.
