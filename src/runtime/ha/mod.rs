@@ -161,7 +161,13 @@ enum Inbox {
 
 /// A worker's result.
 enum Work {
-    Monitored(Vec<String>),
+    /// What runs here, checked while `actions` local actions had begun or
+    /// ended (a report overtaken by an action is dropped: it may predate
+    /// the move).
+    Monitored {
+        running: Vec<String>,
+        actions: u64,
+    },
     Migrated {
         resource: String,
         to: NodeId,
@@ -321,6 +327,7 @@ impl HaNode {
             next_report: Instant::now(),
             monitoring: false,
             orchestrate: cluster_orchestrates,
+            actions: 0,
         };
         ha.spawn("perfplus-ha", move || ha_loop.run(&from_all))?;
         Ok(ha)
@@ -511,6 +518,8 @@ struct HaLoop {
     /// Whether this host takes part in deciding (else it only carries out
     /// requests: Pacemaker or an admin decides).
     orchestrate: bool,
+    /// Local actions begun or ended so far (see [`Work::Monitored`]).
+    actions: u64,
 }
 
 impl HaLoop {
@@ -750,35 +759,18 @@ impl HaLoop {
                 }
                 (ack(true, ""), outputs)
             }
-            // Only the decider knows the action was in flight (it set the
-            // placement to migrating or starting); every other host learns
-            // the outcome here, and must, or it would keep placing the
-            // guest where it was before (a host that becomes decider would
-            // then restart a guest that runs, on the strength of another
-            // host's fencing).
             Message::MigrationDone {
                 resource, to, ok, ..
             } => {
-                let mut outputs = self.input(Input::MigrationDone {
-                    resource: resource.clone(),
-                    ok,
-                });
-                if ok {
-                    outputs.extend(self.input(Input::Running { resource, host: to }));
-                }
+                let outputs = self.input(Input::MigrationDone { resource, to, ok });
                 (ack(true, ""), outputs)
             }
             Message::StartDone { resource, ok } => {
-                let mut outputs = self.input(Input::StartDone {
-                    resource: resource.clone(),
+                let outputs = self.input(Input::StartDone {
+                    resource,
+                    host: from,
                     ok,
                 });
-                if ok {
-                    outputs.extend(self.input(Input::Running {
-                        resource,
-                        host: from,
-                    }));
-                }
                 (ack(true, ""), outputs)
             }
             Message::Standby { host, on } => {
@@ -804,8 +796,11 @@ impl HaLoop {
 
     fn on_work(&mut self, work: Work) -> Vec<Output> {
         match work {
-            Work::Monitored(running) => {
+            Work::Monitored { running, actions } => {
                 self.monitoring = false;
+                if actions != self.actions {
+                    return Vec::new();
+                }
                 let report = Message::Report {
                     host: self.local,
                     running: running.clone(),
@@ -828,6 +823,7 @@ impl HaLoop {
                 downtime_us,
                 bytes,
             } => {
+                self.actions += 1;
                 self.emit(HaEvent::ActionFinished {
                     action: Action::Migrate {
                         resource: resource.clone(),
@@ -844,21 +840,14 @@ impl HaLoop {
                     downtime_us,
                     bytes,
                 });
-                let mut outputs = self.input(Input::MigrationDone {
-                    resource: resource.clone(),
-                    ok,
-                });
-                if ok {
-                    // As every other host does on `MigrationDone`.
-                    outputs.extend(self.input(Input::Running { resource, host: to }));
-                }
-                outputs
+                self.input(Input::MigrationDone { resource, to, ok })
             }
             Work::Started {
                 resource,
                 ok,
                 detail,
             } => {
+                self.actions += 1;
                 self.emit(HaEvent::ActionFinished {
                     action: Action::Start {
                         resource: resource.clone(),
@@ -871,17 +860,11 @@ impl HaLoop {
                     resource: resource.clone(),
                     ok,
                 });
-                let mut outputs = self.input(Input::StartDone {
-                    resource: resource.clone(),
+                self.input(Input::StartDone {
+                    resource,
+                    host: self.local,
                     ok,
-                });
-                if ok {
-                    outputs.extend(self.input(Input::Running {
-                        resource,
-                        host: self.local,
-                    }));
-                }
-                outputs
+                })
             }
             Work::Joined(statuses) => {
                 self.joined = true;
@@ -918,7 +901,11 @@ impl HaLoop {
                 }
                 outputs
             }
-            Work::ResourcesStopped | Work::Stopped => Vec::new(),
+            Work::ResourcesStopped => Vec::new(),
+            Work::Stopped => {
+                self.actions += 1;
+                Vec::new()
+            }
             Work::Undelivered(input) => self.input(input),
         }
     }
@@ -951,6 +938,7 @@ impl HaLoop {
                     },
                     Input::MigrationDone {
                         resource: resource.clone(),
+                        to: *to,
                         ok: false,
                     },
                 );
@@ -963,6 +951,7 @@ impl HaLoop {
                     },
                     Input::StartDone {
                         resource: resource.clone(),
+                        host: *on,
                         ok: false,
                     },
                 );
@@ -1007,7 +996,10 @@ impl HaLoop {
         }
     }
 
-    fn worker(&self, name: &str, body: impl FnOnce() -> Work + Send + 'static) {
+    fn worker(&mut self, name: &str, body: impl FnOnce() -> Work + Send + 'static) {
+        if name != "perfplus-monitor" {
+            self.actions += 1;
+        }
         let inbox = self.inbox.clone();
         let spawned = std::thread::Builder::new()
             .name(name.into())
@@ -1029,6 +1021,7 @@ impl HaLoop {
             DriverResource {
                 name: name.into(),
                 params: config.params.clone(),
+                memory_mib: Some(config.spec.memory_mib),
             },
         ))
     }
@@ -1220,6 +1213,7 @@ impl HaLoop {
             return;
         }
         self.monitoring = true;
+        let actions = self.actions;
         let work: Vec<(SharedDriver, DriverResource)> = self
             .drivers
             .keys()
@@ -1236,7 +1230,7 @@ impl HaLoop {
                     }
                 }
             }
-            Work::Monitored(running)
+            Work::Monitored { running, actions }
         });
     }
 
