@@ -1,21 +1,25 @@
 //! The resource agents against the real cluster managers, each in its own
 //! network namespaces (`ppha-…`, 10.204.2-4.0/24), every host running a real
 //! `perfplus node` with `[orchestrator] enabled = false` (the cluster
-//! manager decides, perfplus carries out), the guest an
-//! `ocf:heartbeat:Dummy`-backed perfplus resource with per-host state:
+//! manager decides, perfplus carries out), the guest a perfplus arena
+//! guest running the key-value service:
 //!
-//! - `ocf-tester` passes `examples/ocf/perfplus-domain`, and its exit codes
-//!   for mistakes and a missing node are the OCF ones;
+//! - `ocf-tester` passes `examples/ocf/perfplus-domain`; the guest serves
+//!   when the agent says it runs, and mistakes and a missing node get the
+//!   OCF exit codes;
 //! - Heartbeat 3.0.6 (v1 `haresources`) starts the guest through
 //!   `examples/heartbeat/perfplus-domain` on the preferred node and, when
-//!   that node dies, on the other;
+//!   that node loses power under client load, on the other, which recovers
+//!   every acknowledged write from the guest's log on shared storage;
 //! - Corosync 3 + Pacemaker 2.1 move the guest live with `crm_resource
-//!   --move` (`migrate_to` on the source, which has perfplus migrate it,
-//!   then `migrate_from` on the target).
+//!   --move` under client load (`migrate_to` on the source, which has
+//!   perfplus migrate it with Perf+, then `migrate_from` on the target): its
+//!   table, which lives only in its memory, comes along with every
+//!   acknowledged write.
 //!
-//! The tests run in parallel (distinct namespaces and addresses). Needs
-//! root and the packages `.ci/run` installs; skips loudly otherwise (and
-//! fails under CI=true).
+//! The tests run in parallel (distinct namespaces and addresses), about
+//! 20 s in all. Needs root and the packages `.ci/run` installs; skips
+//! loudly otherwise (and fails under CI=true).
 
 mod support;
 
@@ -27,7 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use ppha::{dummy_states, perfplus_binary, wait_for, PerfplusNode};
+use std::net::{SocketAddr, TcpStream};
+
+use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
+use perfplus::backend::arena::{check_support, enter_netns};
+use ppha::{perfplus_binary, wait_for, PerfplusNode};
 use support::netns::{sh, veth, Netns};
 
 /// Upper bound for anything that happens on its own (only keeps a broken
@@ -79,12 +87,27 @@ fn install(file: &str, to: &Path) {
     sh("chmod", &["755", s(to)]);
 }
 
+/// The guest `vm1` as a perfplus arena guest running the key-value
+/// service on `listen` (its table only in its memory: no log on shared
+/// storage, so only a live migration can carry it).
+fn arena_vm1(listen: &str) -> String {
+    format!(
+        "[[resources]]\nname = \"vm1\"\nmemory_mib = 16\ndriver = \"arena\"\n\
+         params = {{ workload = \"kv\", keys = 1024, listen = \"{listen}\" }}\n"
+    )
+}
+
 /// A perfplus node configuration for hosts `names` (ids from 1) on
-/// `addrs`, orchestration off, one Dummy-backed resource `vm1`. `local`
-/// names this host; `None` makes one file for every host (the host name
-/// picks the node, and heartbeats go to every address, its own echo
-/// ignored).
-fn agent_config(names: &[&str], addrs: &[&str], local: Option<&str>, tag: &str) -> String {
+/// `addrs`, orchestration off, with the `resource` table. `local` names
+/// this host; `None` makes one file for every host (the host name picks
+/// the node, and heartbeats go to every address, its own echo ignored).
+fn agent_config(
+    names: &[&str],
+    addrs: &[&str],
+    local: Option<&str>,
+    tag: &str,
+    resource: &str,
+) -> String {
     let node = local
         .map(|l| format!("node = \"{l}\"\n"))
         .unwrap_or_default();
@@ -113,9 +136,7 @@ fn agent_config(names: &[&str], addrs: &[&str], local: Option<&str>, tag: &str) 
             id = i + 1
         ));
     }
-    text.push_str(
-        "[[resources]]\nname = \"vm1\"\nmemory_mib = 64\ndriver = \"ocf:heartbeat:Dummy\"\n",
-    );
+    text.push_str(resource);
     text
 }
 
@@ -127,6 +148,36 @@ fn wait_answering(ns: &str, config: &Path, extra: &[&str]) {
         ppha::cli(ns, config, &args).status.success().then_some(())
     });
     assert!(up.is_some(), "the perfplus node in {ns} never answered");
+}
+
+/// One request to the key-value service at `addr`, from inside network
+/// namespace `ns`; its answer line, or `None` if the service does not
+/// answer.
+fn kv_call(ns: &str, addr: &str, request: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter_netns(Path::new(&format!("/run/netns/{ns}"))).ok()?;
+                let addr: SocketAddr = addr.parse().ok()?;
+                let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+                stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                stream.write_all(format!("{request}\n").as_bytes()).ok()?;
+                let mut line = String::new();
+                BufReader::new(stream).read_line(&mut line).ok()?;
+                Some(line.trim().to_string())
+            })
+            .join()
+            .ok()
+            .flatten()
+    })
+}
+
+/// Why arena guests cannot run here, if they cannot.
+fn arena_unavailable() -> Option<String> {
+    check_support()
+        .err()
+        .map(|e| format!("arena guests cannot run here: {e}"))
 }
 
 /// Run the OCF agent `agent` once with `action` and the environment
@@ -162,8 +213,12 @@ fn ocf_agent_passes_ocf_tester_against_a_real_perfplus_node() {
             );
         }
     }
+    if let Some(why) = arena_unavailable() {
+        return support::skip(test, &why);
+    }
     let dir = OpenDir::new("ppha-ocf");
     let ns = Netns::new("ppha-ocf");
+    let service = "127.0.0.1:7000";
     let config = dir.join("node.toml");
     std::fs::write(
         &config,
@@ -172,19 +227,14 @@ fn ocf_agent_passes_ocf_tester_against_a_real_perfplus_node() {
             &["127.0.0.1", "127.0.0.2"],
             Some("solo"),
             "ocf",
+            &arena_vm1(service),
         ),
     )
     .expect("config");
-    let rsctmp = dir.join("rsctmp");
-    std::fs::create_dir_all(&rsctmp).expect("rsctmp");
     let agent = dir.join("perfplus-domain");
     install("examples/ocf/perfplus-domain", &agent);
     let perfplus = perfplus_binary();
-    let mut node = PerfplusNode::start(
-        &ns.name,
-        &config,
-        &["--ocf-env", &format!("HA_RSCTMP={}", s(&rsctmp))],
-    );
+    let mut node = PerfplusNode::start(&ns.name, &config, &[]);
     wait_answering(&ns.name, &config, &[]);
 
     let tester = Command::new("ip")
@@ -221,7 +271,13 @@ fn ocf_agent_passes_ocf_tester_against_a_real_perfplus_node() {
 
     let out = run_agent(&ns.name, &agent, "start", &with(&[]));
     assert_eq!(rc(&out), Some(0), "start: {}", text(&out));
-    assert_eq!(dummy_states(&rsctmp), ["vm1"], "the guest runs after start");
+    let answered = wait_for(WAIT, || kv_call(&ns.name, service, "SET 5 42"));
+    assert_eq!(
+        answered.as_deref(),
+        Some("VALUE 42"),
+        "the guest serves after start\n{}",
+        node.log()
+    );
     let out = run_agent(&ns.name, &agent, "monitor", &recurring);
     assert_eq!(rc(&out), Some(0), "monitor: {}", text(&out));
     let out = run_agent(&ns.name, &agent, "migrate_to", &with(&[]));
@@ -232,16 +288,19 @@ fn ocf_agent_passes_ocf_tester_against_a_real_perfplus_node() {
         text(&out)
     );
     assert_eq!(
-        dummy_states(&rsctmp),
-        ["vm1"],
-        "a refused migration keeps it running"
+        kv_call(&ns.name, service, "GET 5").as_deref(),
+        Some("VALUE 42"),
+        "a refused migration leaves the guest running, its state intact"
     );
     let out = run_agent(&ns.name, &agent, "stop", &with(&[]));
     assert_eq!(rc(&out), Some(0), "stop: {}", text(&out));
-    assert!(
-        dummy_states(&rsctmp).is_empty(),
+    assert_eq!(
+        kv_call(&ns.name, service, "GET 5"),
+        None,
         "the guest is gone after stop"
     );
+    let out = run_agent(&ns.name, &agent, "monitor", &probe);
+    assert_eq!(rc(&out), Some(7), "probe after stop: {}", text(&out));
 
     let unknown = with(&[("OCF_RESKEY_resource", "nope")]);
     let out = run_agent(&ns.name, &agent, "validate-all", &unknown);
@@ -277,7 +336,7 @@ fn ocf_agent_passes_ocf_tester_against_a_real_perfplus_node() {
 #[test]
 fn heartbeat_v1_runs_the_guest_through_perfplus_and_takes_it_over_when_its_node_dies() {
     let test = "heartbeat_v1_haresources";
-    if let Some(why) = support::heartbeat::unavailable() {
+    if let Some(why) = support::heartbeat::unavailable().or_else(arena_unavailable) {
         return support::skip(test, &why);
     }
     let dir = support::scratch_dir("ppha-heartbeat");
@@ -286,6 +345,18 @@ fn heartbeat_v1_runs_the_guest_through_perfplus_and_takes_it_over_when_its_node_
     veth(&a, "phhba", "10.204.3.1/24", &b, "phhbb", "10.204.3.2/24");
     let names = ["hba", "hbb"];
     let addrs = ["10.204.3.1", "10.204.3.2"];
+    let ifaces = ["phhba", "phhbb"];
+    let service = "10.204.3.100:7000";
+    // The guest logs each write to "shared storage" (a directory both
+    // hosts see) before acknowledging it, so a restart elsewhere after a
+    // crash recovers every acknowledged write.
+    let shared = dir.join("shared-storage");
+    std::fs::create_dir_all(&shared).expect("shared storage");
+    let resource = format!(
+        "[[resources]]\nname = \"vm1\"\nmemory_mib = 16\ndriver = \"arena\"\n\
+         params = {{ workload = \"kv\", keys = 1024, listen = \"{service}\", wal = \"{}\" }}\n",
+        s(&shared)
+    );
     let perfplus = perfplus_binary();
     let script =
         std::fs::read_to_string(support::repo_root().join("examples/heartbeat/perfplus-domain"))
@@ -300,42 +371,45 @@ fn heartbeat_v1_runs_the_guest_through_perfplus_and_takes_it_over_when_its_node_
     let mut nodes = Vec::new();
     for (i, (ns, peer)) in [(&a, addrs[1]), (&b, addrs[0])].into_iter().enumerate() {
         let name = names[i];
-        let rsctmp = dir.join(format!("rsctmp-{name}"));
-        std::fs::create_dir_all(&rsctmp).expect("rsctmp");
-        let iface = if i == 0 { "phhba" } else { "phhbb" };
         let mut cfg = support::heartbeat::NodeConfig::test_node(
             name,
             &names,
-            &[format!("ucast {iface} {peer}")],
+            &[format!("ucast {} {peer}", ifaces[i])],
         );
         cfg.haresources = haresources.clone();
         cfg.resource_scripts = vec![("perfplus-domain".into(), script.clone())];
-        let toml = agent_config(&names, &addrs, Some(name), "hb");
-        let mut config_path = PathBuf::new();
+        let toml = agent_config(&names, &addrs, Some(name), "hb", &resource);
         let node = support::heartbeat::Node::start_with(ns, &dir.join(name), &cfg, |n| {
-            config_path = n.dir.join("etc-ha.d/perfplus.toml");
+            let config_path = n.dir.join("etc-ha.d/perfplus.toml");
             std::fs::write(&config_path, &toml).expect("perfplus.toml");
             // perfplus first, so that Heartbeat finds it when it acquires
             // its resources (after initdead).
             nodes.push(PerfplusNode::start(
                 &ns.name,
                 &config_path,
-                &["--ocf-env", &format!("HA_RSCTMP={}", s(&rsctmp))],
+                &["--service-interface", ifaces[i]],
             ));
         });
         hb.push(node);
     }
-    let rsctmp = |name: &str| dir.join(format!("rsctmp-{name}"));
     let logs = |hb: &[support::heartbeat::Node], nodes: &[PerfplusNode]| {
         let mut all: Vec<String> = hb.iter().map(|n| n.log_tail(40)).collect();
         all.extend(nodes.iter().map(PerfplusNode::log));
         all.join("\n")
     };
+    let runs_on = |i: usize| -> Option<i32> {
+        let config = dir.join(names[i]).join("etc-ha.d/perfplus.toml");
+        ppha::cli(
+            &[&a, &b][i].name,
+            &config,
+            &["status", "--resource", "vm1", "--here"],
+        )
+        .status
+        .code()
+    };
 
     // hba is preferred: it acquires the guest through the script.
-    let started = wait_for(WAIT, || {
-        (dummy_states(&rsctmp("hba")) == ["vm1"]).then_some(())
-    });
+    let started = wait_for(WAIT, || (runs_on(0) == Some(0)).then_some(()));
     assert!(
         started.is_some(),
         "hba never started vm1\n{}",
@@ -346,26 +420,35 @@ fn heartbeat_v1_runs_the_guest_through_perfplus_and_takes_it_over_when_its_node_
         s(&perfplus)
     );
     hb[0].wait_for_log(&started_by_heartbeat, 1, WAIT);
-    let here = nodes[0].cli(&["status", "--resource", "vm1", "--here"]);
-    assert!(here.status.success(), "hba: {}", text(&here));
-    assert!(dummy_states(&rsctmp("hbb")).is_empty());
+    assert_eq!(runs_on(1), Some(7), "vm1 runs on hba only");
     // Let hbb settle into its role before the failure.
     hb[1].wait_for_status("hba", "active", WAIT);
 
-    // hba loses power: Heartbeat and perfplus on it die at once.
+    // Clients (on hbb's side) write to the guest.
+    let mut load_config = LoadConfig::new(service.parse().expect("address"), 1024);
+    load_config.connections = 2;
+    load_config.rate_per_conn = 200;
+    load_config.netns = Some(PathBuf::from("/run/netns/ppha-hbb"));
+    let load = Load::start(&load_config).expect("start the client load");
+    let writing = wait_for(WAIT, || (load.writes_acknowledged() >= 200).then_some(()));
+    assert!(
+        writing.is_some(),
+        "the guest never served its clients\n{}",
+        logs(&hb, &nodes)
+    );
+
+    // hba loses power: Heartbeat, perfplus and the guest die at once, and
+    // its network card goes dark.
     hb[0].kill();
     nodes[0].kill();
-    let taken = wait_for(WAIT, || {
-        (dummy_states(&rsctmp("hbb")) == ["vm1"]).then_some(())
-    });
+    a.ip(&["link", "set", ifaces[0], "down"]);
+    let taken = wait_for(WAIT, || (runs_on(1) == Some(0)).then_some(()));
     assert!(
         taken.is_some(),
         "hbb never took vm1 over\n{}",
         logs(&hb, &nodes)
     );
     hb[1].wait_for_log(&started_by_heartbeat, 1, WAIT);
-    let here = nodes[1].cli(&["status", "--resource", "vm1", "--here"]);
-    assert!(here.status.success(), "hbb: {}", text(&here));
     let status = hb[1].exec(&[
         "/etc/ha.d/resource.d/perfplus-domain",
         "/etc/ha.d/perfplus.toml",
@@ -377,6 +460,36 @@ fn heartbeat_v1_runs_the_guest_through_perfplus_and_takes_it_over_when_its_node_
         status.as_deref(),
         Some("running"),
         "the script's status on hbb"
+    );
+    // The restarted guest serves, and has every acknowledged write.
+    let before = load.writes_acknowledged();
+    let serving = wait_for(WAIT, || {
+        (load.writes_acknowledged() >= before + 200).then_some(())
+    });
+    assert!(
+        serving.is_some(),
+        "the guest does not serve after the takeover\n{}",
+        logs(&hb, &nodes)
+    );
+    let report = load.stop();
+    let check = check_writes_in(
+        load_config.netns.as_deref(),
+        load_config.addr,
+        &report,
+        Duration::from_secs(10),
+    )
+    .expect("read the table back");
+    assert!(
+        check.writes_lost == 0
+            && check.bad_keys == 0
+            && check.writes_found >= report.writes_acknowledged,
+        "acknowledged writes were lost in the takeover: {check:?} after {} acknowledged\n{}",
+        report.writes_acknowledged,
+        logs(&hb, &nodes)
+    );
+    eprintln!(
+        "heartbeat test: {} writes acknowledged, {} lost, longest service gap {:.1} ms",
+        report.writes_acknowledged, check.writes_lost, report.service_gap_ms
     );
 }
 
@@ -390,7 +503,16 @@ struct PacemakerNode {
 }
 
 impl PacemakerNode {
-    fn start(ns: &Netns, name: &str, dir: &Path, shared: &Path, config: &Path) -> Self {
+    /// Start node `name` in `ns`; its guests' service addresses move on
+    /// interface `iface`.
+    fn start(
+        ns: &Netns,
+        name: &str,
+        iface: &str,
+        dir: &Path,
+        shared: &Path,
+        config: &Path,
+    ) -> Self {
         let d = dir.display();
         let script = format!(
             "set -e\nhostname {name}\n\
@@ -401,7 +523,7 @@ impl PacemakerNode {
              mkdir -p /run/crm /run/resource-agents\nchown hacluster:haclient /run/crm\n\
              mount --bind /usr/lib/ocf/resource.d/heartbeat {shared}/resource.d/heartbeat\n\
              mount --rbind {shared}/resource.d /usr/lib/ocf/resource.d\n\
-             {perfplus} node --config {config} --ocf-env HA_RSCTMP={d}/rsctmp \
+             {perfplus} node --config {config} --service-interface {iface} \
                  >{d}/log/perfplus.log 2>&1 &\n\
              export PCMK_logfile={d}/log/pacemaker.log\n\
              corosync -f &\n\
@@ -516,7 +638,7 @@ const CIB: &str = r#"<cib crm_feature_set="3.16.1" validate-with="pacemaker-3.9"
 #[test]
 fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
     let test = "pacemaker_moves_a_perfplus_guest_live";
-    if let Some(why) = pacemaker_unavailable() {
+    if let Some(why) = pacemaker_unavailable().or_else(arena_unavailable) {
         return support::skip(test, &why);
     }
     let dir = OpenDir::new("ppha-pcmk");
@@ -525,11 +647,18 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
     veth(&n1, "phpm1", "10.204.4.1/24", &n2, "phpm2", "10.204.4.2/24");
     let names = ["p1", "p2"];
     let addrs = ["10.204.4.1", "10.204.4.2"];
+    let ifaces = ["phpm1", "phpm2"];
+    // The guest's service address, which moves with it.
+    let service = "10.204.4.100:7000";
 
     // One perfplus configuration for both hosts (the host name picks the
     // node, as corosync.conf does), the agent in a private OCF provider.
     let config = dir.join("perfplus.toml");
-    std::fs::write(&config, agent_config(&names, &addrs, None, "pcmk")).expect("config");
+    std::fs::write(
+        &config,
+        agent_config(&names, &addrs, None, "pcmk", &arena_vm1(service)),
+    )
+    .expect("config");
     let shared = dir.join("ocf");
     std::fs::create_dir_all(shared.join("resource.d/heartbeat")).expect("ocf dir");
     std::fs::create_dir_all(shared.join("resource.d/perfplus")).expect("ocf dir");
@@ -546,7 +675,7 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
     let mut nodes = Vec::new();
     for (i, ns) in [&n1, &n2].into_iter().enumerate() {
         let d = dir.join(names[i]);
-        for sub in ["etc-corosync", "var-lib-corosync", "log", "rsctmp"] {
+        for sub in ["etc-corosync", "var-lib-corosync", "log"] {
             std::fs::create_dir_all(d.join(sub)).expect("node dir");
         }
         for sub in ["cib", "pengine", "blackbox", "cores"] {
@@ -568,7 +697,9 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
             ),
         )
         .expect("corosync.conf");
-        nodes.push(PacemakerNode::start(ns, names[i], &d, &shared, &config));
+        nodes.push(PacemakerNode::start(
+            ns, names[i], ifaces[i], &d, &shared, &config,
+        ));
     }
     let logs = |nodes: &[PacemakerNode]| nodes.iter().map(PacemakerNode::log).collect::<String>();
     let perfplus_cli = |i: usize, args: &[&str]| {
@@ -632,19 +763,40 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
         .position(|n| *n == first)
         .expect("a known node");
     let to = 1 - from;
-    let rsctmp = |i: usize| dir.join(names[i]).join("rsctmp");
-    assert_eq!(dummy_states(&rsctmp(from)), ["vm1"], "{}", logs(&nodes));
-    assert!(dummy_states(&rsctmp(to)).is_empty(), "{}", logs(&nodes));
+    let runs_on = |i: usize| -> Option<i32> {
+        perfplus_cli(i, &["status", "--resource", "vm1", "--here"])
+            .status
+            .code()
+    };
+    assert_eq!(
+        (runs_on(from), runs_on(to)),
+        (Some(0), Some(7)),
+        "{}",
+        logs(&nodes)
+    );
+
+    // Clients write to the guest's table, which lives only in its memory.
+    let mut load_config = LoadConfig::new(service.parse().expect("address"), 1024);
+    load_config.connections = 2;
+    load_config.rate_per_conn = 200;
+    load_config.netns = Some(PathBuf::from("/run/netns/ppha-pm1"));
+    let load = Load::start(&load_config).expect("start the client load");
+    let writing = wait_for(WAIT, || (load.writes_acknowledged() >= 200).then_some(()));
+    assert!(
+        writing.is_some(),
+        "the guest never served its clients\n{}",
+        logs(&nodes)
+    );
 
     // The admin moves it: Pacemaker runs migrate_to on the source (perfplus
-    // migrates it live and the target confirms), migrate_from on the
-    // target, then stop on the source.
+    // migrates it live with Perf+ and the target confirms), migrate_from on
+    // the target, then stop on the source.
     let out = nodes[0].exec(&["crm_resource", "--move", "-r", "vm1", "-N", names[to]]);
     assert!(out.status.success(), "crm_resource --move: {}", text(&out));
     let moved = wait_for(WAIT, || {
         (locate(&nodes).as_deref() == Some(names[to])
-            && dummy_states(&rsctmp(to)) == ["vm1"]
-            && dummy_states(&rsctmp(from)).is_empty())
+            && runs_on(to) == Some(0)
+            && runs_on(from) == Some(7))
         .then_some(())
     });
     assert!(
@@ -653,17 +805,53 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
         names[to],
         logs(&nodes)
     );
+    // It serves from its new host, and has every acknowledged write.
+    let before = load.writes_acknowledged();
+    let serving = wait_for(WAIT, || {
+        (load.writes_acknowledged() >= before + 200).then_some(())
+    });
+    assert!(
+        serving.is_some(),
+        "the guest does not serve after the move\n{}",
+        logs(&nodes)
+    );
+    let report = load.stop();
+    let check = check_writes_in(
+        load_config.netns.as_deref(),
+        load_config.addr,
+        &report,
+        Duration::from_secs(10),
+    )
+    .expect("read the table back");
+    assert!(
+        check.writes_lost == 0
+            && check.bad_keys == 0
+            && check.writes_found >= report.writes_acknowledged,
+        "the guest's state did not come along: {check:?} after {} acknowledged writes\n{}",
+        report.writes_acknowledged,
+        logs(&nodes)
+    );
     let perfplus_log =
         std::fs::read_to_string(dir.join(names[from]).join("log/perfplus.log")).unwrap_or_default();
     let migrated = format!(
-        "ACTION_DONE migrate vm1 from node {} to node {}",
+        "ACTION_DONE migrate vm1 from node {} to node {}: downtime ",
         from + 1,
         to + 1
     );
     assert!(
         perfplus_log.contains(&migrated),
-        "the move was not a perfplus live migration\n{}",
+        "the move was not a Perf+ live migration\n{}",
         logs(&nodes)
+    );
+    eprintln!(
+        "pacemaker test: {}; clients: {} writes acknowledged, {} lost, longest service gap {:.1} ms",
+        perfplus_log
+            .lines()
+            .find(|l| l.contains(&migrated))
+            .unwrap_or_default(),
+        report.writes_acknowledged,
+        check.writes_lost,
+        report.service_gap_ms
     );
     let pacemaker_log = std::fs::read_to_string(dir.join(names[from]).join("log/pacemaker.log"))
         .unwrap_or_default();
@@ -680,10 +868,6 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
             logs(&nodes)
         );
     }
-    let here = perfplus_cli(to, &["status", "--resource", "vm1", "--here"]);
-    assert!(here.status.success(), "{}", text(&here));
-    let there = perfplus_cli(from, &["status", "--resource", "vm1", "--here"]);
-    assert_eq!(there.status.code(), Some(7), "{}", text(&there));
     let out = nodes[0].exec(&["crm_resource", "--clear", "-r", "vm1"]);
     assert!(out.status.success(), "crm_resource --clear: {}", text(&out));
     // Stop it through Pacemaker before the cluster goes down.
@@ -698,6 +882,6 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
         "Stopped",
     ]);
     assert!(out.status.success(), "stop vm1: {}", text(&out));
-    let stopped = wait_for(WAIT, || dummy_states(&rsctmp(to)).is_empty().then_some(()));
+    let stopped = wait_for(WAIT, || (runs_on(to) == Some(7)).then_some(()));
     assert!(stopped.is_some(), "vm1 never stopped\n{}", logs(&nodes));
 }
