@@ -707,14 +707,13 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
         all.extend_from_slice(&["--node", names[i]]);
         ppha::cli(&[&n1, &n2][i].name, &config, &all)
     };
-    for i in 0..2 {
+    for (i, name) in names.iter().enumerate() {
         let up = wait_for(WAIT, || {
             perfplus_cli(i, &["status"]).status.success().then_some(())
         });
         assert!(
             up.is_some(),
-            "perfplus on {} never answered\n{}",
-            names[i],
+            "perfplus on {name} never answered\n{}",
             logs(&nodes)
         );
     }
