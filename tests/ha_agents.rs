@@ -581,13 +581,9 @@ impl PacemakerNode {
 
 impl Drop for PacemakerNode {
     fn drop(&mut self) {
-        // Stop Pacemaker and Corosync cleanly when they still run (the
-        // namespace's drop then SIGKILLs whatever is left).
-        let _ = self.exec(&[
-            "sh",
-            "-c",
-            "pkill -TERM -x pacemakerd; sleep 3; pkill -TERM -x corosync",
-        ]);
+        // The power switch: the namespace's drop then SIGKILLs every
+        // process left in it (by pid, never by name: other clusters may
+        // run on this machine), and the private mounts go with them.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -21,6 +21,20 @@ pub fn perfplus_binary() -> PathBuf {
         "{} is missing: `cargo test` builds the examples (or run `cargo build --example perfplus`)",
         path.display()
     );
+    // `cargo test --test ha_…` alone rebuilds the test, not the example:
+    // say so loudly when the binary under test looks older than the test.
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(example), Some(test)) = (
+        modified(&path),
+        std::env::current_exe().ok().as_deref().and_then(modified),
+    ) {
+        if test.duration_since(example).is_ok_and(|d| d.as_secs() > 60) {
+            eprintln!(
+                "\n*** WARNING: {} is older than this test binary; run `cargo build --example perfplus` (or plain `cargo test`) so that the code under test is current\n",
+                path.display()
+            );
+        }
+    }
     path
 }
 
