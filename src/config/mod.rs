@@ -161,6 +161,15 @@ impl NodeConfig {
         native::parse(&text, path)
     }
 
+    /// Read a native TOML configuration file as the node named `node` (an
+    /// admin tool's `--node`), whatever the file's `node` or the host name
+    /// say; `None` is [`NodeConfig::from_toml_file`]. One file can then
+    /// serve every host, each picked by name.
+    pub fn from_toml_file_for(path: &Path, node: Option<&str>) -> Result<Self, ConfigError> {
+        let text = read_text(path)?;
+        native::parse_for(&text, path, node)
+    }
+
     /// Parse native TOML text; `path` is used in messages (and to resolve
     /// relative key files).
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
