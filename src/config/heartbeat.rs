@@ -10,6 +10,12 @@
 //! [`HaCf::ignored`] and reported as warnings, not errors, since a working
 //! Heartbeat site has them.
 //!
+//! A node configured from these files speaks Heartbeat 3's own protocol
+//! ([`Protocol::Heartbeat3`]): it joins the existing cluster as one of its
+//! nodes, so a site can replace its Heartbeat nodes one at a time. Its
+//! failure detector is perfplus's own (phi accrual over each peer's
+//! statuses), bounded by the deadtime each peer advertises.
+//!
 //! Defaults are Heartbeat 3.0.6's compiled ones: keepalive 1 s, deadtime
 //! 30 s, warntime deadtime/2, initdead deadtime if above 10 s, 12 s if
 //! deadtime is under 6 s, else twice deadtime; udpport 694; cluster
@@ -19,14 +25,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{read_text, ConfigError, LinkConfig, NodeConfig, PingMethod};
-use crate::detector::{DetectorConfig, Method, PingConfig};
+use super::{read_text, ConfigError, Heartbeat3, LinkConfig, NodeConfig, PingMethod, Protocol};
+use crate::detector::{DetectorConfig, PingConfig};
 use crate::membership::{Fencing, NodeId, NodeSpec};
 use crate::wire::hb3::{AuthKey, AuthMethod, Keyring, MAX_KEY_INDEX};
 use crate::wire::ClusterKey;
 
 /// Heartbeat's default UDP port.
 pub const HEARTBEAT_PORT: u16 = 694;
+
+/// Where a node configured from Heartbeat's files keeps what Heartbeat
+/// nodes remember of it (its UUID and generation), unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/perfplus/heartbeat";
 
 /// A Heartbeat communication medium from `ha.cf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -677,13 +687,11 @@ pub(super) fn to_node_config(
         links,
         key: keys.cluster_key(),
         interval_ms: cf.keepalive_ms,
+        // perfplus's own detector judges, and Heartbeat's deadtime bounds
+        // it: a node is never declared dead later than Heartbeat would.
         detector: DetectorConfig {
-            method: Method::Deadline {
-                warn_us: cf.effective_warntime_ms() * 1_000,
-                dead_us: cf.deadtime_ms * 1_000,
-            },
-            pause_tolerance_us: 0,
-            observer_pause_threshold_us: (cf.keepalive_ms * 1_000).max(100_000),
+            max_silence_us: Some(cf.deadtime_ms * 1_000),
+            ..DetectorConfig::default()
         },
         initial_wait_ms: cf.effective_initdead_ms(),
         ping_nodes: cf.ping.clone(),
@@ -697,6 +705,11 @@ pub(super) fn to_node_config(
         tie_fence_delay_ms: 5_000,
         auto_failback: cf.auto_failback == AutoFailback::On,
         incarnation_file: None,
+        protocol: Protocol::Heartbeat3(Heartbeat3 {
+            keys: keys.keyring(),
+            deadtime_ms: cf.deadtime_ms,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }),
         warnings,
     })
 }
@@ -1010,13 +1023,13 @@ crm off
         );
         assert_eq!(config.interval_ms, 500);
         assert_eq!(config.initial_wait_ms, 30_000);
-        assert_eq!(
-            config.detector.method,
-            Method::Deadline {
-                warn_us: 5_000_000,
-                dead_us: 10_000_000
-            }
-        );
+        assert_eq!(config.detector.method, DetectorConfig::default().method);
+        assert_eq!(config.detector.max_silence_us, Some(10_000_000));
+        let Protocol::Heartbeat3(hb) = &config.protocol else {
+            panic!("ha.cf speaks Heartbeat 3: {:?}", config.protocol);
+        };
+        assert_eq!(hb.deadtime_ms, 10_000);
+        assert_eq!(hb.keys.signing_key().secret, b"s3cret");
         assert_eq!(config.links.len(), 3, "ucast lines on eth0 share one link");
         assert!(matches!(&config.links[0], LinkConfig::Unicast { peers, .. } if peers.len() == 2));
         assert_eq!(config.key, keys.cluster_key());

@@ -230,6 +230,7 @@ pub fn decode(bytes: &[u8], key: &ClusterKey) -> Result<(ClusterId, Heartbeat), 
             health,
             quorate: flags & FLAG_QUORATE != 0,
             leaving: flags & FLAG_LEAVING != 0,
+            deadtime_ms: None,
         },
     ))
 }
@@ -258,6 +259,7 @@ mod tests {
             },
             quorate: true,
             leaving: false,
+            deadtime_ms: None,
         }
     }
 
@@ -364,6 +366,7 @@ mod tests {
                         },
                         quorate: q,
                         leaving: l,
+                        deadtime_ms: None,
                     }
                 },
             )
