@@ -246,7 +246,7 @@ fn heartbeat_pair(
     let config_b = hb_config("nodeB", &ib, &format!("10.205.{subnet}.1"));
     let node_a = Node::start(&ns_a, &dir.join("a"), &config_a);
     let mut tail_a = LogTail::new(&node_a.dir.join("log/ha-log"));
-    let mut node_b = Node::start(&ns_b, &dir.join("b0"), &config_b);
+    let mut node_b = Some(Node::start(&ns_b, &dir.join("b0"), &config_b));
     let mut b_dirs = vec![dir.join("b0")];
     let mut others = Vec::new();
     if tail_a
@@ -284,7 +284,9 @@ fn heartbeat_pair(
         outcome.false_dead += count_false(&others);
         others.clear();
         let killed_at = now_us();
-        node_b.kill();
+        // Dropped before its successor starts: a Node's drop kills every
+        // process in its namespace.
+        drop(node_b.take());
         let wait = Duration::from_millis(HB_DEADTIME_MS * 3);
         match tail_a.wait_for("node nodeb: is dead", wait, &mut others) {
             Some(at) => outcome
@@ -293,7 +295,7 @@ fn heartbeat_pair(
             None => outcome.detect_ms.push(wait.as_secs_f64() * 1_000.0),
         }
         let b_dir = dir.join(format!("b{k}"));
-        node_b = Node::start(&ns_b, &b_dir, &config_b);
+        node_b = Some(Node::start(&ns_b, &b_dir, &config_b));
         b_dirs.push(b_dir);
         others.clear();
         if tail_a
@@ -305,8 +307,10 @@ fn heartbeat_pair(
             .is_none()
         {
             return Err(format!(
-                "Heartbeat {}: nodeb did not come back after kill {k}",
-                condition.name
+                "Heartbeat {}: nodeb did not come back after kill {k}\n--- nodea ---\n{}\n--- nodeb ---\n{}",
+                condition.name,
+                node_a.log_tail(25),
+                node_b.as_ref().map(|b| b.log_tail(25)).unwrap_or_default()
             ));
         }
         outcome.false_dead += count_false(&others);

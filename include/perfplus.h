@@ -434,7 +434,10 @@ perfplus_result perfplus_node_config_new(const char *cluster_name, perfplus_node
 perfplus_result perfplus_node_config_from_file(const char *path, perfplus_node_config **out);
 
 // Read Heartbeat's `ha.cf` and `authkeys` (refused if group or others can
-// read it) for the node named `node_name` (NULL: this host's name).
+// read it) for the node named `node_name` (NULL: this host's name). The
+// node joins the Heartbeat 3 cluster those files describe, speaking
+// Heartbeat's own protocol on its media; it keeps the UUID and generation
+// Heartbeat nodes know it by in `/var/lib/perfplus/heartbeat`.
 //
 // # Safety
 // `ha_cf` and `authkeys` must be NUL-terminated strings, `node_name` one or
