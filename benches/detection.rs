@@ -30,7 +30,7 @@
 //! second per node from the nodes' own counters.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(missing_docs, dead_code)]
+#[allow(missing_docs)]
 mod support;
 
 use support::ppmem_netns;

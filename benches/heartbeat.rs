@@ -16,18 +16,26 @@
 //!   appears (the log itself has 1 s resolution).
 //! - **perfplus** on its defaults (`hanode`, a TOML file naming only the
 //!   nodes, key and link: 50 ms heartbeats, phi accrual, pause tolerance
-//!   250 ms). Dead = its `MEMBER_DEAD` line (µs timestamps).
+//!   250 ms). Dead = its `MEMBER_DEAD` line (µs timestamps). It runs under
+//!   `chrt --rr 1`, the real-time priority Heartbeat gives itself by default
+//!   (`realtime on`): without it, a host busy compiling delays perfplus's
+//!   threads and its observer-pause rule (a late observer accuses nobody)
+//!   postpones convictions by seconds, while Heartbeat is unaffected.
 //!
 //! Each pair lives in its own network namespaces. Conditions, on every UDP
 //! packet each node sends (`tests/support/netem.rs`; this kernel has no
 //! `sch_netem`): `0%` (none), `5%` random loss (nftables), `jitter`: a
 //! delay of 25 ms ± 15 ms (normal, truncated at 0; an NFQUEUE delayer).
 //! All six pairs run at once, so both systems see the same machine load.
+//! The bench itself runs at SCHED_RR 1 too (it timestamps kills, tails
+//! Heartbeat's log every 5 ms, and its delayer threads hold packets), and
+//! kills with kill(2) directly, timing right after the signal is sent.
 //!
 //! Per pair, after a warm-up: SIGKILL node B, time until A declares it dead,
 //! restart B, wait until A sees it again, let it settle, repeat. Heartbeat
-//! kills set the pace (about 15 s each); perfplus pairs kill as often as
-//! they can in the same wall time. False deaths: A declaring B dead while B
+//! kills set the pace (about 19 s each: a starting Heartbeat advertises its
+//! deadtime + 2 s for 5 s, so B runs 7 s before the next kill); perfplus
+//! pairs kill as often as they can in the same wall time (B runs 1 s). False deaths: A declaring B dead while B
 //! runs, or B declaring A dead, ever, over the whole observation time.
 //!
 //! Output: a table, the ratios (perfplus / Heartbeat p50 and p99 per
@@ -35,14 +43,14 @@
 //! `--json FILE` an object `{"results": [...], "ratios": [...]}`: one result
 //! per system and condition with `system`, `condition`, `loss`, `delay_ms`,
 //! `jitter_ms`, `kills`, `detect_p50_ms`, `detect_p99_ms`, `detect_max_ms`,
-//! `false_dead`, `observed_s`.
+//! `false_dead`, `observed_s`, and every sample in `detect_ms`.
 //!
 //! Needs root, Heartbeat 3, iproute2, nftables, iptables; says so and does
-//! nothing otherwise. Full run ≈ 11 min (40 Heartbeat kills per condition),
+//! nothing otherwise. Full run ≈ 13 min (40 Heartbeat kills per condition),
 //! `--quick` ≈ 3 min (8).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(missing_docs, dead_code)]
+#[allow(missing_docs)]
 mod support;
 
 use std::fmt::Write as _;
@@ -125,19 +133,44 @@ struct Outcome {
     note: String,
 }
 
+/// SIGKILL every process in `pids` at once; the time right after (spawning
+/// `kill` processes or reaping first would add their delay to the
+/// detection time).
+fn sigkill(pids: &[u32]) -> u128 {
+    for pid in pids {
+        if let Ok(pid) = libc::pid_t::try_from(*pid) {
+            // SAFETY: kill(2) with a plain pid and signal touches no memory;
+            // the pids are this bench's own children (or theirs), alive
+            // until reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    now_us()
+}
+
+/// Run this process (and the threads it starts) at SCHED_RR priority 1,
+/// as Heartbeat runs itself and as the perfplus nodes run here: the bench
+/// timestamps kills and Heartbeat's log lines, and the delayers hold
+/// packets, so a busy host must not delay it. Whether it worked.
+fn realtime() -> bool {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sched_setscheduler(2) on this process with a valid, live
+    // sched_param; it changes only scheduling.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) == 0 }
+}
+
 fn now_us() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros())
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted.get(rank.min(sorted.len()) - 1).copied()
+/// Nearest-rank percentile (`percent` of 100) of sorted samples.
+fn percentile(sorted: &[f64], percent: usize) -> Option<f64> {
+    let rank = (percent * sorted.len())
+        .div_ceil(100)
+        .clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
 }
 
 /// New lines of a growing log file, each with the time it was first seen.
@@ -283,9 +316,9 @@ fn heartbeat_pair(
         }
         outcome.false_dead += count_false(&others);
         others.clear();
-        let killed_at = now_us();
-        // Dropped before its successor starts: a Node's drop kills every
-        // process in its namespace.
+        let killed_at = sigkill(&support::netns::pids_in(&ns_b.name));
+        // Dropped (reaped) before its successor starts: a Node's drop kills
+        // every process in its namespace.
         drop(node_b.take());
         let wait = Duration::from_millis(HB_DEADTIME_MS * 3);
         match tail_a.wait_for("node nodeb: is dead", wait, &mut others) {
@@ -314,7 +347,9 @@ fn heartbeat_pair(
             ));
         }
         outcome.false_dead += count_false(&others);
-        std::thread::sleep(Duration::from_secs(2));
+        // A starting Heartbeat advertises deadtime + 2 s for its first 5 s
+        // (hb_add_deadtime in heartbeat.c): kill it only once it is steady.
+        std::thread::sleep(Duration::from_secs(7));
     }
     others.clear();
     for (_, line) in tail_a.poll() {
@@ -389,7 +424,7 @@ fn perfplus_pair(
             .iter()
             .filter(|l| l.contains("MEMBER_DEAD") && l.split_whitespace().any(|w| w == "node=2"))
             .count() as u64;
-        let killed_at = now_us();
+        let killed_at = sigkill(&lab.pid(2).into_iter().collect::<Vec<_>>());
         lab.kill(2);
         match lab.wait_line(1, before, &["MEMBER_DEAD", "node=2"], wait) {
             Some(line) => {
@@ -449,11 +484,7 @@ fn fmt(v: Option<f64>) -> String {
 fn summary(o: &Outcome) -> (Option<f64>, Option<f64>, Option<f64>) {
     let mut s = o.detect_ms.clone();
     s.sort_by(f64::total_cmp);
-    (
-        percentile(&s, 50.0),
-        percentile(&s, 99.0),
-        s.last().copied(),
-    )
+    (percentile(&s, 50), percentile(&s, 99), s.last().copied())
 }
 
 fn json(outcomes: &[Outcome], ratios: &[(String, Option<f64>, Option<f64>, bool)]) -> String {
@@ -464,7 +495,7 @@ fn json(outcomes: &[Outcome], ratios: &[(String, Option<f64>, Option<f64>, bool)
         let (p50, p99, max) = summary(o);
         let _ = writeln!(
             out,
-            "    {{\"system\": \"{}\", \"condition\": \"{}\", \"loss\": {:.3}, \"delay_ms\": {}, \"jitter_ms\": {}, \"kills\": {}, \"detect_p50_ms\": {}, \"detect_p99_ms\": {}, \"detect_max_ms\": {}, \"false_dead\": {}, \"observed_s\": {:.0}, \"note\": \"{}\"}}{}",
+            "    {{\"system\": \"{}\", \"condition\": \"{}\", \"loss\": {:.3}, \"delay_ms\": {}, \"jitter_ms\": {}, \"kills\": {}, \"detect_p50_ms\": {}, \"detect_p99_ms\": {}, \"detect_max_ms\": {}, \"false_dead\": {}, \"observed_s\": {:.0}, \"note\": \"{}\", \"detect_ms\": [{}]}}{}",
             o.system,
             c.name,
             f64::from(c.loss_per_mille) / 1000.0,
@@ -477,6 +508,11 @@ fn json(outcomes: &[Outcome], ratios: &[(String, Option<f64>, Option<f64>, bool)
             o.false_dead,
             o.observed_s,
             o.note,
+            o.detect_ms
+                .iter()
+                .map(|v| format!("{v:.1}"))
+                .collect::<Vec<_>>()
+                .join(", "),
             if i + 1 < outcomes.len() { "," } else { "" }
         );
     }
@@ -510,14 +546,16 @@ fn main() {
             return;
         }
     };
+    let rt = realtime();
     let (kills, warm_up) = if opts.quick {
         (8, Duration::from_secs(20))
     } else {
         (40, Duration::from_secs(30))
     };
     println!(
-        "crash detection, Heartbeat 3.0.6 (keepalive 500 ms, deadtime 10 s) vs perfplus defaults, {kills} Heartbeat kills per condition{}",
-        if opts.quick { ", --quick" } else { "" }
+        "crash detection, Heartbeat 3.0.6 (keepalive 500 ms, deadtime 10 s) vs perfplus defaults, {kills} Heartbeat kills per condition{}{}",
+        if opts.quick { ", --quick" } else { "" },
+        if rt { "" } else { " (the bench could not get SCHED_RR: timings on a busy host are less exact)" }
     );
     let root = std::env::temp_dir().join(format!("pphb-bench-{}", std::process::id()));
     let results: Arc<Mutex<Vec<Outcome>>> = Arc::new(Mutex::new(Vec::new()));

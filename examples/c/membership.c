@@ -207,6 +207,13 @@ int main(int argc, char **argv) {
     chmod(authkeys, 0600);
     rc = perfplus_node_config_from_heartbeat(ha_cf, authkeys, "one", &hb);
     CHECK(rc == PERFPLUS_RESULT_OK && hb != NULL, "ha.cf + authkeys (mode 600) read: %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(hb, dir);
+    CHECK(rc == PERFPLUS_RESULT_OK, "a Heartbeat node takes a state directory: %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(hb, NULL);
+    CHECK(rc == PERFPLUS_RESULT_NULL_ARGUMENT, "a NULL state directory gives %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(cfg, dir);
+    CHECK(rc == PERFPLUS_RESULT_INVALID_ARGUMENT && strstr(last_error(), "state directory") != NULL,
+          "a perfplus-protocol node refuses a state directory: %s", last_error());
     perfplus_node_config_free(hb);
 
     /* --- No thread before start (Heartbeat forks after loading plugins). */

@@ -71,6 +71,8 @@ pub struct Lab {
     binary: PathBuf,
     procs: Vec<Option<Proc>>,
     delayers: Vec<Option<Delayer>>,
+    /// A command the nodes run under (e.g. `chrt --rr 1`); empty by default.
+    pub launcher: Vec<String>,
     // Dropped last (fields drop in order): processes and delayers first.
     namespaces: Vec<Netns>,
 }
@@ -93,6 +95,7 @@ impl Lab {
             binary: binary.to_path_buf(),
             procs: (0..nodes).map(|_| None).collect(),
             delayers: (0..nodes).map(|_| None).collect(),
+            launcher: Vec::new(),
             namespaces: Vec::new(),
         };
         let router = lab.router();
@@ -202,6 +205,7 @@ impl Lab {
         let config = self.dir.join(format!("n{i}.toml"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns(i)])
+            .args(&self.launcher)
             .arg(&self.binary)
             .arg("--config")
             .arg(&config)
