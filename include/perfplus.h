@@ -518,6 +518,17 @@ perfplus_result perfplus_node_config_add_ping_node(perfplus_node_config *config,
 // `config` must be a live configuration or NULL.
 perfplus_result perfplus_node_config_set_fencing(perfplus_node_config *config, bool required);
 
+// Where a node of a Heartbeat 3 cluster (a configuration from
+// `perfplus_node_config_from_heartbeat`) keeps the UUID and generation
+// Heartbeat nodes know it by (default `/var/lib/perfplus/heartbeat`,
+// created at start). `PERFPLUS_RESULT_INVALID_ARGUMENT` for a
+// configuration that speaks perfplus's own protocol.
+//
+// # Safety
+// `config` must be a live configuration or NULL; `path` a NUL-terminated
+// string or NULL.
+perfplus_result perfplus_node_config_set_state_dir(perfplus_node_config *config, const char *path);
+
 // Free a configuration; NULL is a no-op.
 //
 // # Safety
