@@ -31,7 +31,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use perfplus::config::heartbeat::{AuthKeys, HaCf};
 use perfplus::config::{local_hostname, NodeConfig, Protocol};
-use perfplus::membership::Event;
 use perfplus::runtime::{Node, NodeEvent};
 
 fn now_us() -> u128 {
@@ -49,68 +48,7 @@ fn line(text: &str) {
 fn describe(event: &NodeEvent) -> String {
     match event {
         NodeEvent::Warning(w) => format!("WARNING {w}"),
-        NodeEvent::Membership(e) => match e {
-            Event::MemberUp {
-                node,
-                incarnation,
-                rejoined,
-            } => format!(
-                "MEMBER_UP node={} incarnation={} rejoined={rejoined}",
-                node.0, incarnation.0
-            ),
-            Event::MemberSuspected { node, deadline_us } => {
-                format!("MEMBER_SUSPECTED node={} deadline_us={deadline_us}", node.0)
-            }
-            Event::MemberCleared { node } => format!("MEMBER_CLEARED node={}", node.0),
-            Event::MemberDead { node, incarnation } => {
-                format!("MEMBER_DEAD node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::MemberLeft { node, incarnation } => {
-                format!("MEMBER_LEFT node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::MemberRestarted {
-                node,
-                previous,
-                incarnation,
-            } => format!(
-                "MEMBER_RESTARTED node={} previous={} incarnation={}",
-                node.0, previous.0, incarnation.0
-            ),
-            Event::LinkDown { node, link } => format!("LINK_DOWN node={} link={link}", node.0),
-            Event::LinkUp { node, link } => format!("LINK_UP node={} link={link}", node.0),
-            Event::HealthChanged { node, health } => format!(
-                "HEALTH node={} ping_reachable={} ping_configured={}",
-                node.0, health.reachable, health.configured
-            ),
-            Event::ViewChanged { epoch, members, .. } => format!(
-                "VIEW epoch={epoch} members={}",
-                members
-                    .iter()
-                    .map(|m| m.0.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            Event::QuorumChanged(q) => format!(
-                "QUORUM quorate={} votes={} expected={} reason={:?}",
-                q.quorate, q.votes, q.expected_votes, q.reason
-            ),
-            Event::LocalPause { duration_us } => format!("LOCAL_PAUSE duration_us={duration_us}"),
-            Event::FenceRequested { node, incarnation } => {
-                format!(
-                    "FENCE_REQUESTED node={} incarnation={}",
-                    node.0, incarnation.0
-                )
-            }
-            Event::FenceFailed { node, incarnation } => {
-                format!("FENCE_FAILED node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::RecoveryAllowed { node, incarnation } => {
-                format!(
-                    "RECOVERY_ALLOWED node={} incarnation={}",
-                    node.0, incarnation.0
-                )
-            }
-        },
+        NodeEvent::Membership(e) => e.to_string(),
     }
 }
 

@@ -3,9 +3,11 @@
 //! map every failure to a `perfplus_result` in one place
 //! (`ffi::error::Failure::from`).
 
+use crate::backend::sim::WorkloadError;
 use crate::backend::xen::XenError;
 use crate::backend::BackendError;
 use crate::medium::MediumError;
+use crate::migration::MigrationError;
 
 /// Any perfplus failure.
 #[derive(Debug, thiserror::Error)]
@@ -25,4 +27,10 @@ pub enum Error {
     /// Talking to the Xen hypervisor or its libraries failed.
     #[error(transparent)]
     Xen(#[from] XenError),
+    /// A migration failed (see the variant for where the guest is).
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// A simulated-guest workload file is invalid.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
 }

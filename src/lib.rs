@@ -29,7 +29,10 @@ pub mod heartbeat;
 /// cbindgen:ignore
 pub mod medium;
 pub mod membership;
+/// cbindgen:ignore
+pub mod migration;
 pub mod orchestrator;
+/// cbindgen:ignore
 pub mod runtime;
 /// cbindgen:ignore
 pub mod wire;

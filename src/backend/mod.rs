@@ -22,7 +22,11 @@
 /// cbindgen:ignore
 #[cfg(target_os = "linux")]
 pub mod arena;
+/// cbindgen:ignore
+pub mod conformance;
 mod dirty;
+/// cbindgen:ignore
+pub mod sim;
 pub mod xen;
 
 pub use dirty::{DirtyBitmap, PageRange, Ranges};

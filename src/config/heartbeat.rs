@@ -711,6 +711,8 @@ pub(super) fn to_node_config(
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }),
         warnings,
+        // ha.cf carries membership only; resources come from a native file.
+        cluster: super::ClusterConfig::default(),
     })
 }
 

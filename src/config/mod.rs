@@ -15,8 +15,11 @@ use crate::membership::{Fencing, MembershipConfig, NodeId, NodeSpec};
 use crate::wire::hb3::Keyring;
 use crate::wire::{ClusterId, ClusterKey};
 
+pub mod cluster;
 pub mod heartbeat;
 mod native;
+
+pub use cluster::{ClusterConfig, DriverKind, HostConfig, ResourceConfig};
 
 /// The default UDP port of perfplus heartbeats.
 pub const DEFAULT_PORT: u16 = 7694;
@@ -147,6 +150,9 @@ pub struct NodeConfig {
     pub protocol: Protocol,
     /// Things worth telling the admin that are not errors.
     pub warnings: Vec<String>,
+    /// Hosts' capacities and addresses, resources, orchestrator settings
+    /// (empty: membership only).
+    pub cluster: ClusterConfig,
 }
 
 impl NodeConfig {
@@ -173,6 +179,7 @@ impl NodeConfig {
             incarnation_file: None,
             protocol: Protocol::Perfplus,
             warnings: Vec::new(),
+            cluster: ClusterConfig::default(),
         }
     }
 

@@ -43,6 +43,10 @@
 //! tie_delay_ms = 5000
 //! ```
 //!
+//! The HA keys (`capacity_mib`, `control` and `migration` on `[[nodes]]`,
+//! `[orchestrator]`, `[[resources]]`) are described in
+//! [`super::cluster`].
+//!
 //! Unknown keys are errors (a typo must not silently fall back to a
 //! default).
 
@@ -51,6 +55,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::cluster::{HostKeys, ResourceFile, Tunables};
 use super::heartbeat::AuthKeys;
 use super::{local_hostname, ConfigError, LinkConfig, NodeConfig, PingMethod, DEFAULT_PORT};
 use crate::detector::{Method, PhiConfig};
@@ -75,6 +80,8 @@ struct File {
     links: Vec<Link>,
     ping: Option<Ping>,
     fencing: Option<FencingFile>,
+    orchestrator: Option<Tunables>,
+    resources: Option<Vec<ResourceFile>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +105,9 @@ struct Node {
     id: u16,
     name: String,
     votes: Option<u32>,
+    capacity_mib: Option<u64>,
+    control: Option<SocketAddr>,
+    migration: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,7 +267,25 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
         });
     }
 
+    let host_keys: Vec<HostKeys> = file
+        .nodes
+        .iter()
+        .map(|n| HostKeys {
+            capacity_mib: n.capacity_mib,
+            control: n.control,
+            migration: n.migration,
+        })
+        .collect();
+    let cluster = super::cluster::build(
+        &nodes,
+        &host_keys,
+        file.resources.unwrap_or_default(),
+        file.orchestrator,
+        &invalid,
+    )?;
+
     let mut config = NodeConfig::new(&file.cluster, key);
+    config.cluster = cluster;
     config.source = path.display().to_string();
     config.nodes = nodes;
     config.local = local;

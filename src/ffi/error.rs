@@ -41,18 +41,11 @@ impl Failure {
 
 impl From<crate::Error> for Failure {
     fn from(error: crate::Error) -> Self {
-        use crate::backend::BackendError as B;
         use perfplus_result as R;
         let code = match &error {
-            crate::Error::Backend(e) => match e {
-                B::Unsupported { .. } | B::PfnOutOfRange { .. } | B::BufferSize { .. } => {
-                    R::PERFPLUS_RESULT_INVALID_ARGUMENT
-                }
-                B::DirtyLogDisabled | B::InvalidState { .. } => R::PERFPLUS_RESULT_INVALID_STATE,
-                B::Gone { .. } => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
-                B::Io { .. } => R::PERFPLUS_RESULT_IO,
-                B::Hypervisor { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
-            },
+            crate::Error::Backend(e) => backend_code(e),
+            crate::Error::Migration(e) => migration_code(e),
+            crate::Error::Workload(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
             crate::Error::Config(e) => config_code(e),
             crate::Error::Node(e) => {
                 use crate::runtime::NodeError as N;
@@ -108,6 +101,52 @@ impl From<crate::Error> for Failure {
             source = cause.source();
         }
         Self::new(code, message)
+    }
+}
+
+/// The result code of a migration failure: what happened to the guest
+/// first (aborted and back at the source, or not converged), then the
+/// cause.
+fn migration_code(e: &crate::migration::MigrationError) -> perfplus_result {
+    use crate::migration::{MigrationError as M, TransportError as T};
+    use perfplus_result as R;
+    match e {
+        M::Aborted { cause, .. } => match cause.as_ref() {
+            M::NotConverged { .. } => R::PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED,
+            M::DigestMismatch { .. } => R::PERFPLUS_RESULT_MIGRATION_VERIFY,
+            _ => R::PERFPLUS_RESULT_MIGRATION_ABORTED,
+        },
+        M::NotConverged { .. } => R::PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED,
+        M::DigestMismatch { .. } => R::PERFPLUS_RESULT_MIGRATION_VERIFY,
+        M::ResumeFailed { .. } | M::HandoverUnconfirmed { .. } => R::PERFPLUS_RESULT_INVALID_STATE,
+        M::Backend { source, .. } => backend_code(source),
+        M::Transport(T::Timeout { .. }) => R::PERFPLUS_RESULT_TIMEOUT,
+        M::Transport(T::Closed { .. }) => R::PERFPLUS_RESULT_CONNECTION_LOST,
+        M::Transport(T::Io { .. }) => R::PERFPLUS_RESULT_IO,
+        M::Stream(crate::migration::StreamError::UnsupportedVersion(_)) => {
+            R::PERFPLUS_RESULT_UNSUPPORTED_VERSION
+        }
+        M::Stream(_) | M::Protocol { .. } | M::GeometryMismatch { .. } => {
+            R::PERFPLUS_RESULT_MALFORMED
+        }
+        M::Refused { .. } | M::SenderAborted { .. } | M::Cancelled => {
+            R::PERFPLUS_RESULT_MIGRATION_ABORTED
+        }
+    }
+}
+
+/// The result code of a backend failure.
+fn backend_code(e: &crate::backend::BackendError) -> perfplus_result {
+    use crate::backend::BackendError as B;
+    use perfplus_result as R;
+    match e {
+        B::Unsupported { .. } | B::PfnOutOfRange { .. } | B::BufferSize { .. } => {
+            R::PERFPLUS_RESULT_INVALID_ARGUMENT
+        }
+        B::DirtyLogDisabled | B::InvalidState { .. } => R::PERFPLUS_RESULT_INVALID_STATE,
+        B::Gone { .. } => R::PERFPLUS_RESULT_DOMAIN_NOT_FOUND,
+        B::Io { .. } => R::PERFPLUS_RESULT_IO,
+        B::Hypervisor { .. } => R::PERFPLUS_RESULT_HYPERVISOR_CALL,
     }
 }
 
@@ -281,5 +320,35 @@ mod tests {
         let other = std::thread::spawn(last_error).join().unwrap();
         assert_eq!(other, "");
         assert_eq!(last_error(), "main thread failure");
+    }
+
+    #[test]
+    fn migration_failures_map_to_what_happened_to_the_guest() {
+        use crate::migration::{MigrationError as M, Stage, TransportError};
+        let aborted = |cause| {
+            crate::Error::Migration(M::Aborted {
+                stage: Stage::Round(2),
+                cause: Box::new(cause),
+            })
+        };
+        let f = Failure::from(aborted(M::NotConverged {
+            reason: "30 minutes",
+        }));
+        assert_eq!(
+            f.code,
+            perfplus_result::PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED
+        );
+        let f = Failure::from(aborted(M::Transport(TransportError::Closed {
+            what: "sending",
+        })));
+        assert_eq!(f.code, perfplus_result::PERFPLUS_RESULT_MIGRATION_ABORTED);
+        assert!(f.message.contains("running at the source"), "{}", f.message);
+        let f = Failure::from(crate::Error::Migration(M::Transport(
+            TransportError::Timeout {
+                what: "waiting",
+                after_ms: 5,
+            },
+        )));
+        assert_eq!(f.code, perfplus_result::PERFPLUS_RESULT_TIMEOUT);
     }
 }

@@ -23,6 +23,7 @@
 //! [`Node::start`], and every one is joined by [`Node::stop`] (Heartbeat
 //! forks after loading plugins; threads do not survive a fork).
 
+pub mod ha;
 mod hb3;
 mod links;
 mod ping;

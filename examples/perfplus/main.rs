@@ -1,0 +1,445 @@
+//! `perfplus`: the command an admin and a resource agent use.
+//!
+//! ```text
+//! perfplus node    --config FILE [--node NAME] [--ocf-env KEY=VALUE]...
+//!                  [--service-interface IFACE] [--policy P]
+//! perfplus node    --ha-cf FILE --authkeys FILE [--node NAME]   (membership only)
+//! perfplus status  --config FILE [--node NAME] [--json] [--resource R [--here]]
+//! perfplus standby --config FILE [--node NAME] HOST on|off
+//! perfplus start   --config FILE [--node NAME] RESOURCE
+//! perfplus stop    --config FILE [--node NAME] RESOURCE
+//! perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST
+//! ```
+//!
+//! `node` runs this host's cluster node: membership, the orchestrator
+//! (when the file configures `[[resources]]`), the drivers and the control
+//! channel. Arena guests (`driver = "arena"`) run as child processes of
+//! this program (`perfplus guest ...`, internal) and arrive on the node's
+//! `migration` address; with `--service-interface IFACE` a guest's
+//! `listen` address moves with it (added to IFACE and announced by
+//! gratuitous ARP on arrival, removed on departure). It logs one line per event on stdout (`t=<µs since the epoch>
+//! KIND ...`) and stops on SIGTERM or SIGINT, stopping the resources that
+//! run here first (put the host in standby before, to keep them running
+//! elsewhere).
+//!
+//! The other commands talk to the node on this host (the `control`
+//! address of `--node`, by default this host's name) over the
+//! authenticated control channel; `start`, `stop` and `migrate` return when
+//! the action is done.
+//!
+//! Exit codes a script can rely on:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | done (`status --resource`: it runs, here with `--here`) |
+//! | 1 | the action failed (the message says why) |
+//! | 2 | bad usage or configuration |
+//! | 3 | the local node is not running or not reachable |
+//! | 7 | `status --resource`: it does not run (here, with `--here`) |
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use perfplus::backend::arena::{guest_main, GuestCommand};
+use perfplus::config::heartbeat::{AuthKeys, HaCf};
+use perfplus::config::{local_hostname, NodeConfig};
+use perfplus::driver::arena::address_hooks;
+use perfplus::driver::StandardDrivers;
+use perfplus::membership::NodeId;
+use perfplus::migration::engine::Progress;
+use perfplus::runtime::ha::control::{exchange, exchange_waiting, ANSWER_TIMEOUT};
+use perfplus::runtime::ha::{ClusterStatus, HaEvent, HaNode};
+use perfplus::runtime::{Node, NodeEvent};
+use perfplus::wire::control::Message;
+
+const USAGE: &str = "usage:
+  perfplus node    --config FILE [--node NAME] [--ocf-env KEY=VALUE]...
+                   [--service-interface IFACE] [--policy P]
+  perfplus node    --ha-cf FILE --authkeys FILE [--node NAME]
+  perfplus status  --config FILE [--node NAME] [--json] [--resource R [--here]]
+  perfplus standby --config FILE [--node NAME] HOST on|off
+  perfplus start   --config FILE [--node NAME] RESOURCE
+  perfplus stop    --config FILE [--node NAME] RESOURCE
+  perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST";
+
+/// Exit codes (see the module documentation).
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNREACHABLE: u8 = 3;
+const EXIT_NOT_RUNNING: u8 = 7;
+
+/// A failure with its exit code.
+struct Failure(u8, String);
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure(EXIT_USAGE, message.into())
+    }
+}
+
+#[derive(Default)]
+struct Args {
+    command: String,
+    config: Option<PathBuf>,
+    ha_cf: Option<PathBuf>,
+    authkeys: Option<PathBuf>,
+    node: Option<String>,
+    json: bool,
+    resource: Option<String>,
+    here: bool,
+    to: Option<String>,
+    ocf_env: Vec<(String, String)>,
+    service_interface: Option<String>,
+    policy: Option<String>,
+    positional: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, Failure> {
+    let mut it = std::env::args().skip(1);
+    let mut args = Args {
+        command: it.next().ok_or_else(|| Failure::usage(USAGE))?,
+        ..Args::default()
+    };
+    while let Some(arg) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| Failure::usage(format!("{arg} needs a value\n{USAGE}")))
+        };
+        match arg.as_str() {
+            "--config" => args.config = Some(value()?.into()),
+            "--ha-cf" => args.ha_cf = Some(value()?.into()),
+            "--authkeys" => args.authkeys = Some(value()?.into()),
+            "--node" => args.node = Some(value()?),
+            "--json" => args.json = true,
+            "--resource" => args.resource = Some(value()?),
+            "--here" => args.here = true,
+            "--to" => args.to = Some(value()?),
+            "--ocf-env" => {
+                let pair = value()?;
+                let (key, val) = pair.split_once('=').ok_or_else(|| {
+                    Failure::usage(format!("--ocf-env {pair}: expected KEY=VALUE"))
+                })?;
+                args.ocf_env.push((key.into(), val.into()));
+            }
+            "--service-interface" => args.service_interface = Some(value()?),
+            "--policy" => args.policy = Some(value()?),
+            "--help" | "-h" => return Err(Failure::usage(USAGE)),
+            other if other.starts_with("--") => {
+                return Err(Failure::usage(format!("unknown option {other}\n{USAGE}")))
+            }
+            _ => args.positional.push(arg),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    // This program is also the arena guest program of the nodes it runs.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("guest") {
+        let code = guest_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    let result = parse_args().and_then(|args| match args.command.as_str() {
+        "node" => run_node(&args),
+        "status" => status(&args),
+        "standby" => standby(&args),
+        "start" | "stop" => start_stop(&args),
+        "migrate" => migrate(&args),
+        "--help" | "-h" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(Failure::usage(format!(
+            "unknown command `{other}`\n{USAGE}"
+        ))),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, message)) => {
+            eprintln!("perfplus: {message}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(args: &Args) -> Result<NodeConfig, Failure> {
+    let config = match (&args.config, &args.ha_cf) {
+        (Some(path), None) => NodeConfig::from_toml_file(path),
+        (None, Some(ha_cf)) => {
+            let authkeys = args
+                .authkeys
+                .clone()
+                .unwrap_or_else(|| ha_cf.with_file_name("authkeys"));
+            let keys = AuthKeys::read(&authkeys).map_err(|e| Failure::usage(e.to_string()))?;
+            let cf = HaCf::read(ha_cf).map_err(|e| Failure::usage(e.to_string()))?;
+            let name = match &args.node {
+                Some(name) => name.clone(),
+                None => local_hostname().map_err(|e| Failure::usage(e.to_string()))?,
+            };
+            NodeConfig::from_heartbeat(&cf, &keys, &name)
+        }
+        _ => {
+            return Err(Failure::usage(format!(
+                "give --config FILE (or, for `node`, --ha-cf FILE)\n{USAGE}"
+            )))
+        }
+    };
+    let mut config = config.map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(name) = &args.node {
+        let id = config
+            .nodes
+            .iter()
+            .find(|n| &n.name == name)
+            .map(|n| n.id)
+            .ok_or_else(|| Failure::usage(format!("--node {name}: not a configured node")))?;
+        config.local = id;
+    }
+    Ok(config)
+}
+
+fn now_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+fn log_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "t={} {text}", now_us());
+    let _ = out.flush();
+}
+
+fn run_node(args: &Args) -> Result<(), Failure> {
+    let config = load_config(args)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| Failure(EXIT_FAILED, format!("cannot handle signals: {e}")))?;
+    }
+    let name = config
+        .local_name()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("node{}", config.local.0));
+    log_line(&format!(
+        "START node={} name={name} cluster={} source={}",
+        config.local.0, config.cluster_name, config.source
+    ));
+    if config.cluster.resources.is_empty() {
+        // Membership only.
+        let mut node = Node::start(config, |event: &NodeEvent| match event {
+            NodeEvent::Membership(e) => log_line(&e.to_string()),
+            NodeEvent::Warning(w) => log_line(&format!("WARNING {w}")),
+        })
+        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        node.stop();
+    } else {
+        let program = std::env::current_exe()
+            .map_err(|e| Failure(EXIT_FAILED, format!("cannot find this program: {e}")))?;
+        let guest_program = GuestCommand::new(program, &["guest"]);
+        let mut drivers = StandardDrivers::for_node(&config, &name, guest_program, |arena| {
+            if let Some(interface) = &args.service_interface {
+                let (take_over, release) = address_hooks(interface);
+                arena.take_over = Some(take_over);
+                arena.release = Some(release);
+            }
+            if let Some(policy) = &args.policy {
+                arena.policy = policy.clone();
+            }
+            arena.progress = Some(Arc::new(log_progress));
+        })
+        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        drivers.ocf_env = args.ocf_env.clone();
+        let mut node = HaNode::start(config, &drivers, |event: &HaEvent| {
+            log_line(&event.to_string());
+        })
+        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log_line("STOPPING stopping the resources that run here, then leaving the cluster");
+        node.stop();
+    }
+    log_line("STOPPED");
+    Ok(())
+}
+
+/// One `PROGRESS` line per round decision and per phase of a migration
+/// this host sends (batches are not logged: too many).
+fn log_progress(resource: &str, progress: &Progress) {
+    match progress {
+        Progress::Decided { stats, decision } => log_line(&format!(
+            "PROGRESS {resource} round={} dirty_pages={} deferred_pages={} dirty_rate_pages_per_s={:.0} bandwidth_bytes_per_s={:.0} predicted_downtime_ms={:.1} decision={decision:?}",
+            stats.iteration,
+            stats.dirty_pages,
+            stats.deferred_pages,
+            stats.dirty_rate_pages_per_s,
+            stats.bandwidth_bytes_per_s,
+            stats.predicted_downtime_ms,
+        )),
+        Progress::Paused { final_pages, .. } => {
+            log_line(&format!("PROGRESS {resource} paused final_pages={final_pages}"));
+        }
+        Progress::Verified { .. } => log_line(&format!("PROGRESS {resource} verified")),
+        _ => {}
+    }
+}
+
+/// Send `message` to the node on this host and return its reply.
+fn ask_local(args: &Args, message: &Message, wait: Duration) -> Result<Message, Failure> {
+    let config = load_config(args)?;
+    let address = config
+        .cluster
+        .host(config.local)
+        .and_then(|h| h.control)
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: node {} has no `control` address",
+                config.source, config.local.0
+            ))
+        })?;
+    let key = config.key.subkey("control");
+    let reply = if wait > perfplus::runtime::ha::control::IO_TIMEOUT {
+        exchange_waiting(&key, address, NodeId(0), message, wait)
+    } else {
+        exchange(&key, address, NodeId(0), message)
+    };
+    reply.map_err(|e| Failure(EXIT_UNREACHABLE, e.to_string()))
+}
+
+fn host_id(args: &Args, name: &str) -> Result<NodeId, Failure> {
+    let config = load_config(args)?;
+    config
+        .nodes
+        .iter()
+        .find(|n| n.name == name || n.id.0.to_string() == name)
+        .map(|n| n.id)
+        .ok_or_else(|| Failure::usage(format!("`{name}` is not a configured node")))
+}
+
+fn expect_ack(reply: Message) -> Result<(), Failure> {
+    match reply {
+        Message::Ack { ok: true, message } => {
+            if !message.is_empty() {
+                println!("{message}");
+            }
+            Ok(())
+        }
+        Message::Ack { ok: false, message } => Err(Failure(EXIT_FAILED, message)),
+        other => Err(Failure(EXIT_FAILED, format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn status(args: &Args) -> Result<(), Failure> {
+    let reply = ask_local(args, &Message::StatusRequest, Duration::ZERO)?;
+    let Message::Status { json } = reply else {
+        return Err(Failure(EXIT_FAILED, format!("unexpected reply {reply:?}")));
+    };
+    let status = ClusterStatus::from_json(&json).map_err(|e| {
+        Failure(
+            EXIT_FAILED,
+            format!("the node's status is not readable: {e}"),
+        )
+    })?;
+    if let Some(resource) = &args.resource {
+        let r = status
+            .resources
+            .iter()
+            .find(|r| &r.name == resource)
+            .ok_or_else(|| Failure::usage(format!("`{resource}` is not a configured resource")))?;
+        let running = r.state == "running" && (!args.here || r.host == Some(status.node));
+        if args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            println!(
+                "{resource}: {}{}",
+                r.state,
+                r.host.map(|h| format!(" on node {h}")).unwrap_or_default()
+            );
+        }
+        return if running {
+            Ok(())
+        } else {
+            Err(Failure(
+                EXIT_NOT_RUNNING,
+                format!(
+                    "{resource} is not running{}",
+                    if args.here { " here" } else { "" }
+                ),
+            ))
+        };
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print!("{}", status.to_table());
+    }
+    Ok(())
+}
+
+fn standby(args: &Args) -> Result<(), Failure> {
+    let [host, state] = &args.positional[..] else {
+        return Err(Failure::usage(format!(
+            "standby needs HOST on|off\n{USAGE}"
+        )));
+    };
+    let on = match state.as_str() {
+        "on" => true,
+        "off" => false,
+        other => {
+            return Err(Failure::usage(format!(
+                "standby {host} {other}: expected on or off"
+            )))
+        }
+    };
+    let host = host_id(args, host)?;
+    expect_ack(ask_local(
+        args,
+        &Message::Standby { host, on },
+        Duration::ZERO,
+    )?)
+}
+
+fn start_stop(args: &Args) -> Result<(), Failure> {
+    let [resource] = &args.positional[..] else {
+        return Err(Failure::usage(format!(
+            "{} needs RESOURCE\n{USAGE}",
+            args.command
+        )));
+    };
+    let message = if args.command == "start" {
+        Message::Start {
+            resource: resource.clone(),
+        }
+    } else {
+        Message::Stop {
+            resource: resource.clone(),
+        }
+    };
+    expect_ack(ask_local(args, &message, ANSWER_TIMEOUT)?)
+}
+
+fn migrate(args: &Args) -> Result<(), Failure> {
+    let [resource] = &args.positional[..] else {
+        return Err(Failure::usage(format!(
+            "migrate needs RESOURCE --to HOST\n{USAGE}"
+        )));
+    };
+    let to = args
+        .to
+        .as_deref()
+        .ok_or_else(|| Failure::usage(format!("migrate needs --to HOST\n{USAGE}")))?;
+    let to = host_id(args, to)?;
+    let message = Message::Migrate {
+        resource: resource.clone(),
+        to,
+    };
+    expect_ack(ask_local(args, &message, ANSWER_TIMEOUT)?)
+}

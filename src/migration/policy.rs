@@ -1,0 +1,671 @@
+//! When to stop pre-copy: the [`PrecopyPolicy`] trait, Perf+, and the
+//! baselines it is measured against.
+//!
+//! A policy is a pure function of a plain-data [`RoundStats`] snapshot,
+//! asked before every round ("the next round would send `dirty_pages`;
+//! continue?"), exactly like libxenguest's `precopy_policy` callback. The
+//! snapshot's derived numbers (bandwidth, predicted downtime, best earlier
+//! prediction) come from a [`RoundStatsTracker`], which the engine feeds
+//! after each round and which a libxenguest `precopy_policy` callback can
+//! feed from Xen's `precopy_stats {iteration, total_written, dirty_count}`
+//! plus its own clock and byte counter. So the same policy code decides in
+//! both places.
+//!
+//! Besides the stop rule, a policy names the page encodings it allows and
+//! whether it defers hot pages: the baselines are defined by those too.
+
+#![forbid(unsafe_code)]
+
+use super::encode::EncodingSet;
+use super::planner::HotRule;
+use super::stream::{FRAME_BYTES, MAX_BATCH_PAGES, PAGE_ENTRY_BYTES};
+use crate::backend::CpuShare;
+
+/// What a policy sees before each round. Plain data, passed by value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RoundStats {
+    /// Rounds already sent (0 before the first, full pass).
+    pub iteration: u32,
+    /// Time since the migration started, ms.
+    pub elapsed_ms: f64,
+    /// Guest memory, bytes.
+    pub memory_bytes: u64,
+    /// Bytes per page.
+    pub page_size: usize,
+    /// Pages sent so far.
+    pub pages_sent_total: u64,
+    /// Bytes on the wire so far.
+    pub bytes_sent_total: u64,
+    /// Duration of the last round, ms (0 before the first).
+    pub last_round_ms: f64,
+    /// Pages the next live round would send (dirty and not deferred).
+    pub dirty_pages: u64,
+    /// Hot pages held back for the final pass.
+    pub deferred_pages: u64,
+    /// Distinct pages dirtied per second during the last round (0 before).
+    pub dirty_rate_pages_per_s: f64,
+    /// Measured link bandwidth, bytes per second (0 if not measured yet).
+    pub bandwidth_bytes_per_s: f64,
+    /// Expected wire bytes per resent page (raw size until measured).
+    pub wire_bytes_per_page: f64,
+    /// Expected fixed switchover cost (CPU state, resume), ms.
+    pub switchover_fixed_ms: f64,
+    /// Round-trip time of the link, ms.
+    pub round_trip_ms: f64,
+    /// Predicted downtime if the guest were paused now, ms (infinite until
+    /// the bandwidth is known).
+    pub predicted_downtime_ms: f64,
+    /// The part of the prediction that more rounds cannot remove: fixed
+    /// cost, round trips and deferred pages, ms.
+    pub predicted_floor_ms: f64,
+    /// Lowest prediction of any earlier round (infinite if none).
+    pub best_earlier_prediction_ms: f64,
+    /// Decisions since that lowest prediction (0 if this one is lower).
+    pub decisions_since_best: u32,
+    /// Time since that lowest prediction, ms.
+    pub ms_since_best: f64,
+    /// Duration of the first, full pass, ms (0 before it ended).
+    pub first_round_ms: f64,
+    /// The CPU cap in force (100 = none).
+    pub cpu_cap_percent: u8,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send another live round.
+    Continue,
+    /// Pause the guest and send the rest.
+    StopAndCopy,
+    /// Give up; the guest keeps running at the source.
+    Abort,
+}
+
+/// A policy's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decision {
+    /// Continue, stop or abort.
+    pub action: Action,
+    /// The CPU cap wanted from now on (`None`: no cap).
+    pub cpu_cap: Option<CpuShare>,
+    /// Make the next round last at least this long (wait before harvesting),
+    /// ms; 0 for no wait. Lets a policy watch a stalled guest cheaply.
+    pub min_round_ms: f64,
+    /// Why, for logs and reports.
+    pub reason: &'static str,
+}
+
+impl Decision {
+    fn new(action: Action, reason: &'static str) -> Self {
+        Self {
+            action,
+            cpu_cap: None,
+            min_round_ms: 0.0,
+            reason,
+        }
+    }
+}
+
+/// A pre-copy stop rule with its encodings and deferral.
+pub trait PrecopyPolicy {
+    /// Decide from the snapshot; must not depend on anything else.
+    fn decide(&self, stats: &RoundStats) -> Decision;
+
+    /// Encodings this policy sends with.
+    fn encodings(&self) -> EncodingSet;
+
+    /// Hot-page deferral, if any.
+    fn hot_rule(&self) -> Option<HotRule> {
+        None
+    }
+
+    /// Its name (`perfplus`, `xen-default`, ...).
+    fn name(&self) -> &'static str;
+}
+
+/// Wire bytes of a raw page including its share of record framing.
+pub fn raw_wire_bytes_per_page(page_size: usize) -> f64 {
+    (page_size + PAGE_ENTRY_BYTES) as f64 + (FRAME_BYTES + 8) as f64 / MAX_BATCH_PAGES as f64
+}
+
+/// Builds [`RoundStats`] from what the engine (or a libxenguest callback)
+/// measures. Sans-io: time is passed in.
+#[derive(Debug, Clone)]
+pub struct RoundStatsTracker {
+    memory_bytes: u64,
+    page_size: usize,
+    switchover_fixed_ms: f64,
+    round_trip_ms: f64,
+    state_bytes: u64,
+    iteration: u32,
+    pages_sent_total: u64,
+    bytes_sent_total: u64,
+    send_time_ms: f64,
+    last_round_ms: f64,
+    dirty_rate_pages_per_s: f64,
+    resend_pages: u64,
+    resend_bytes: u64,
+    best_prediction_ms: f64,
+    best_at_ms: f64,
+    decisions_since_best: u32,
+    first_round_ms: f64,
+    cpu_cap_percent: u8,
+}
+
+impl RoundStatsTracker {
+    /// A tracker for a guest of `memory_bytes` in pages of `page_size`,
+    /// with an expected fixed switchover cost, link round trip, and
+    /// CPU-state size.
+    pub fn new(
+        memory_bytes: u64,
+        page_size: usize,
+        switchover_fixed_ms: f64,
+        round_trip_ms: f64,
+        state_bytes: u64,
+    ) -> Self {
+        Self {
+            memory_bytes,
+            page_size,
+            switchover_fixed_ms,
+            round_trip_ms,
+            state_bytes,
+            iteration: 0,
+            pages_sent_total: 0,
+            bytes_sent_total: 0,
+            send_time_ms: 0.0,
+            last_round_ms: 0.0,
+            dirty_rate_pages_per_s: 0.0,
+            resend_pages: 0,
+            resend_bytes: 0,
+            best_prediction_ms: f64::INFINITY,
+            best_at_ms: 0.0,
+            decisions_since_best: 0,
+            first_round_ms: 0.0,
+            cpu_cap_percent: 100,
+        }
+    }
+
+    /// Record a finished round: pages and wire bytes sent, how long it
+    /// took, and how many pages the guest dirtied meanwhile.
+    pub fn round_done(&mut self, pages: u64, bytes: u64, duration_ms: f64, dirtied_pages: u64) {
+        if duration_ms > 0.0 {
+            self.dirty_rate_pages_per_s = dirtied_pages as f64 * 1000.0 / duration_ms;
+        }
+        if self.iteration > 0 {
+            self.resend_pages += pages;
+            self.resend_bytes += bytes;
+        } else {
+            self.first_round_ms = duration_ms;
+        }
+        self.iteration += 1;
+        self.pages_sent_total += pages;
+        self.bytes_sent_total += bytes;
+        self.send_time_ms += duration_ms;
+        self.last_round_ms = duration_ms;
+    }
+
+    /// Record the CPU cap now in force (100 = none).
+    pub fn set_cpu_cap_percent(&mut self, percent: u8) {
+        self.cpu_cap_percent = percent;
+    }
+
+    /// Measured bandwidth in bytes/s (0 until a round took time).
+    pub fn bandwidth_bytes_per_s(&self) -> f64 {
+        if self.send_time_ms > 0.0 {
+            self.bytes_sent_total as f64 * 1000.0 / self.send_time_ms
+        } else {
+            0.0
+        }
+    }
+
+    /// The snapshot for the next decision, given the pages the next round
+    /// would send and the deferred ones. Also remembers its prediction as
+    /// an earlier one for the next snapshot.
+    pub fn snapshot(
+        &mut self,
+        elapsed_ms: f64,
+        dirty_pages: u64,
+        deferred_pages: u64,
+    ) -> RoundStats {
+        let raw = raw_wire_bytes_per_page(self.page_size);
+        let wire_bytes_per_page = if self.resend_pages > 0 {
+            // Never trust a sample below a zero page's framing.
+            (self.resend_bytes as f64 / self.resend_pages as f64).max(PAGE_ENTRY_BYTES as f64)
+        } else {
+            raw
+        };
+        let bw = self.bandwidth_bytes_per_s();
+        let fixed = self.switchover_fixed_ms + 1.5 * self.round_trip_ms;
+        let (predicted, floor) = if bw > 0.0 {
+            let ms = |bytes: f64| bytes * 1000.0 / bw;
+            let state = ms(self.state_bytes as f64);
+            let deferred = ms(deferred_pages as f64 * wire_bytes_per_page);
+            let cold = ms(dirty_pages as f64 * wire_bytes_per_page);
+            (fixed + state + deferred + cold, fixed + state + deferred)
+        } else {
+            (f64::INFINITY, fixed)
+        };
+        let stats = RoundStats {
+            iteration: self.iteration,
+            elapsed_ms,
+            memory_bytes: self.memory_bytes,
+            page_size: self.page_size,
+            pages_sent_total: self.pages_sent_total,
+            bytes_sent_total: self.bytes_sent_total,
+            last_round_ms: self.last_round_ms,
+            dirty_pages,
+            deferred_pages,
+            dirty_rate_pages_per_s: self.dirty_rate_pages_per_s,
+            bandwidth_bytes_per_s: bw,
+            wire_bytes_per_page,
+            switchover_fixed_ms: self.switchover_fixed_ms,
+            round_trip_ms: self.round_trip_ms,
+            predicted_downtime_ms: predicted,
+            predicted_floor_ms: floor,
+            best_earlier_prediction_ms: self.best_prediction_ms,
+            decisions_since_best: 0,
+            ms_since_best: 0.0,
+            first_round_ms: self.first_round_ms,
+            cpu_cap_percent: self.cpu_cap_percent,
+        };
+        let mut stats = stats;
+        if predicted < self.best_prediction_ms {
+            self.best_prediction_ms = predicted;
+            self.best_at_ms = elapsed_ms;
+            self.decisions_since_best = 0;
+        } else {
+            self.decisions_since_best += 1;
+            stats.decisions_since_best = self.decisions_since_best;
+            stats.ms_since_best = elapsed_ms - self.best_at_ms;
+        }
+        stats
+    }
+}
+
+/// Perf+: hot-page deferral, zero and delta encoding, and a stop rule from
+/// the downtime prediction.
+///
+/// Stop rule, checked before each round after the full pass:
+/// 1. stop when more rounds cannot lower the prediction noticeably: the
+///    part that rounds can remove (dirty cold pages) is at most
+///    `negligible_fraction` of the prediction (or under 0.5 ms);
+/// 2. stop when two rounds in a row did not improve the prediction by at
+///    least `min_improvement` over the best earlier one (the dirty set
+///    stopped shrinking: more rounds only burn bandwidth) — unless the
+///    prediction is over the target: then, if throttling is on, cap the CPU
+///    a step further; otherwise keep *watching* for up to `patience` (the
+///    full pass's duration, at least `min_patience_ms`): live rounds then
+///    carry only the cold pages (the hot ones stay deferred) and last at
+///    least `watch_round_ms`, so waiting costs little bandwidth, and a guest
+///    whose burst ends (a batch job, a phase change) is caught at its next
+///    quiet moment instead of being paused in the middle of the burst;
+/// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent.
+///
+/// The downtime target is not a reason to stop early on its own: while the
+/// cold set still shrinks geometrically, each extra round costs a shrinking
+/// number of bytes and takes its share off the downtime, so Perf+ keeps
+/// going down to the floor (fixed cost + deferred hot pages). The target is
+/// the line above which throttling, when enabled, steps in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerfPlus {
+    /// The downtime target, ms (default 100).
+    pub downtime_target_ms: f64,
+    /// Prediction share below which further rounds are not worth it.
+    pub negligible_fraction: f64,
+    /// Minimum relative improvement per round to keep going.
+    pub min_improvement: f64,
+    /// Hard cap on live rounds.
+    pub max_rounds: u32,
+    /// Hard cap on bytes sent, as a multiple of guest memory.
+    pub max_bytes_factor: f64,
+    /// Hot-page rule.
+    pub hot: HotRule,
+    /// Cap the guest's CPU step by step when pre-copy stalls above the
+    /// target (off by default).
+    pub throttle: bool,
+    /// Least time to watch a stalled guest above the target, ms.
+    pub min_patience_ms: f64,
+    /// Round length while watching, ms.
+    pub watch_round_ms: f64,
+}
+
+impl Default for PerfPlus {
+    fn default() -> Self {
+        Self {
+            downtime_target_ms: 100.0,
+            negligible_fraction: 0.05,
+            min_improvement: 0.10,
+            max_rounds: 60,
+            max_bytes_factor: 3.0,
+            hot: HotRule::default(),
+            throttle: false,
+            min_patience_ms: 5000.0,
+            watch_round_ms: 1000.0,
+        }
+    }
+}
+
+impl PrecopyPolicy for PerfPlus {
+    fn decide(&self, s: &RoundStats) -> Decision {
+        use Action::{Continue, StopAndCopy};
+        if s.iteration == 0 {
+            return Decision::new(Continue, "first full pass");
+        }
+        let cap = CpuShare::percent(s.cpu_cap_percent).filter(|c| c.get() < 100);
+        let with_cap = |action, reason| Decision {
+            action,
+            cpu_cap: cap,
+            min_round_ms: 0.0,
+            reason,
+        };
+        if s.dirty_pages == 0 && s.deferred_pages == 0 {
+            return with_cap(StopAndCopy, "nothing left to send");
+        }
+        let removable = s.predicted_downtime_ms - s.predicted_floor_ms;
+        let negligible = removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
+        let improving = s.iteration < 2
+            || s.predicted_downtime_ms
+                < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms
+            || s.decisions_since_best < 2;
+        if s.iteration >= self.max_rounds {
+            return with_cap(StopAndCopy, "round limit");
+        }
+        if s.bytes_sent_total as f64 >= self.max_bytes_factor * s.memory_bytes as f64 {
+            return with_cap(StopAndCopy, "byte limit");
+        }
+        if !negligible && improving {
+            return with_cap(Continue, "the dirty set is still shrinking");
+        }
+        if s.predicted_downtime_ms > self.downtime_target_ms {
+            if self.throttle && s.cpu_cap_percent > 20 {
+                let next = s.cpu_cap_percent.saturating_sub(20).max(20);
+                return Decision {
+                    action: Continue,
+                    cpu_cap: CpuShare::percent(next),
+                    min_round_ms: 0.0,
+                    reason: "stalled above the target: throttling the guest",
+                };
+            }
+            let patience = s.first_round_ms.max(self.min_patience_ms);
+            if s.ms_since_best < patience {
+                return Decision {
+                    action: Continue,
+                    cpu_cap: cap,
+                    min_round_ms: self.watch_round_ms.max(patience / 20.0),
+                    reason: "stalled above the target: watching for a quieter moment",
+                };
+            }
+        }
+        if negligible {
+            with_cap(StopAndCopy, "more rounds cannot lower the downtime")
+        } else {
+            with_cap(StopAndCopy, "the dirty set stopped shrinking")
+        }
+    }
+
+    fn encodings(&self) -> EncodingSet {
+        EncodingSet::ALL
+    }
+
+    fn hot_rule(&self) -> Option<HotRule> {
+        Some(self.hot)
+    }
+
+    fn name(&self) -> &'static str {
+        "perfplus"
+    }
+}
+
+/// libxenguest's default (`simple_precopy_policy`, Xen 4.10 to 4.20): stop
+/// after 5 live rounds or when under 50 pages are dirty; every page raw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XenDefault {
+    /// `SPP_MAX_ITERATIONS` (5).
+    pub max_iterations: u32,
+    /// `SPP_TARGET_DIRTY_COUNT` (50).
+    pub target_dirty_count: u64,
+}
+
+impl Default for XenDefault {
+    fn default() -> Self {
+        Self {
+            max_iterations: 5,
+            target_dirty_count: 50,
+        }
+    }
+}
+
+impl PrecopyPolicy for XenDefault {
+    fn decide(&self, s: &RoundStats) -> Decision {
+        let dirty = s.dirty_pages + s.deferred_pages;
+        if s.iteration >= self.max_iterations {
+            Decision::new(Action::StopAndCopy, "5 rounds done")
+        } else if s.iteration > 0 && dirty < self.target_dirty_count {
+            Decision::new(Action::StopAndCopy, "under 50 dirty pages")
+        } else {
+            Decision::new(Action::Continue, "under 5 rounds")
+        }
+    }
+
+    fn encodings(&self) -> EncodingSet {
+        EncodingSet::RAW_ONLY
+    }
+
+    fn name(&self) -> &'static str {
+        "xen-default"
+    }
+}
+
+/// QEMU's default: switch over when the remaining dirty bytes would take
+/// under `downtime_limit_ms` at the measured bandwidth; no round limit;
+/// zero pages elided; given up (as a management layer would) after
+/// `give_up_after_ms`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QemuDefault {
+    /// `downtime-limit` (300 ms).
+    pub downtime_limit_ms: f64,
+    /// When the caller gives up (30 minutes).
+    pub give_up_after_ms: f64,
+}
+
+impl Default for QemuDefault {
+    fn default() -> Self {
+        Self {
+            downtime_limit_ms: 300.0,
+            give_up_after_ms: 30.0 * 60.0 * 1000.0,
+        }
+    }
+}
+
+impl PrecopyPolicy for QemuDefault {
+    fn decide(&self, s: &RoundStats) -> Decision {
+        if s.iteration == 0 {
+            return Decision::new(Action::Continue, "first full pass");
+        }
+        // QEMU counts pending dirty pages at their page size.
+        let pending = (s.dirty_pages + s.deferred_pages) as f64 * s.page_size as f64;
+        if pending <= s.bandwidth_bytes_per_s * self.downtime_limit_ms / 1000.0 {
+            Decision::new(
+                Action::StopAndCopy,
+                "pending bytes fit in the downtime limit",
+            )
+        } else if s.elapsed_ms >= self.give_up_after_ms {
+            Decision::new(Action::Abort, "did not converge within 30 minutes")
+        } else {
+            Decision::new(Action::Continue, "pending bytes over the downtime limit")
+        }
+    }
+
+    fn encodings(&self) -> EncodingSet {
+        EncodingSet::ZERO_ELISION
+    }
+
+    fn name(&self) -> &'static str {
+        "qemu-default"
+    }
+}
+
+/// Non-live migration: pause, copy everything, resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StopAndCopy;
+
+impl PrecopyPolicy for StopAndCopy {
+    fn decide(&self, _: &RoundStats) -> Decision {
+        Decision::new(Action::StopAndCopy, "non-live")
+    }
+
+    fn encodings(&self) -> EncodingSet {
+        EncodingSet::RAW_ONLY
+    }
+
+    fn name(&self) -> &'static str {
+        "stop-and-copy"
+    }
+}
+
+/// The built-in policies by name: `perfplus`, `xen-default`,
+/// `qemu-default`, `stop-and-copy`.
+pub fn by_name(name: &str) -> Option<Box<dyn PrecopyPolicy + Send>> {
+    Some(match name {
+        "perfplus" => Box::new(PerfPlus::default()),
+        "xen-default" => Box::new(XenDefault::default()),
+        "qemu-default" => Box::new(QemuDefault::default()),
+        "stop-and-copy" => Box::new(StopAndCopy),
+        _ => return None,
+    })
+}
+
+/// Names accepted by [`by_name`].
+pub const POLICY_NAMES: [&str; 4] = ["perfplus", "xen-default", "qemu-default", "stop-and-copy"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(iteration: u32, dirty: u64, predicted: f64, best: f64) -> RoundStats {
+        RoundStats {
+            iteration,
+            elapsed_ms: 1000.0,
+            memory_bytes: 1 << 30,
+            page_size: 4096,
+            pages_sent_total: 0,
+            bytes_sent_total: 1 << 30,
+            last_round_ms: 100.0,
+            dirty_pages: dirty,
+            deferred_pages: 0,
+            dirty_rate_pages_per_s: 0.0,
+            bandwidth_bytes_per_s: 1e9,
+            wire_bytes_per_page: 4104.0,
+            switchover_fixed_ms: 20.0,
+            round_trip_ms: 0.4,
+            predicted_downtime_ms: predicted,
+            predicted_floor_ms: 20.6,
+            best_earlier_prediction_ms: best,
+            decisions_since_best: 3,
+            ms_since_best: 60_000.0,
+            first_round_ms: 10_000.0,
+            cpu_cap_percent: 100,
+        }
+    }
+
+    #[test]
+    fn xen_default_stops_after_five_rounds_or_fifty_pages() {
+        let x = XenDefault::default();
+        assert_eq!(x.decide(&stats(0, 1000, 1e9, 1e9)).action, Action::Continue);
+        assert_eq!(x.decide(&stats(4, 1000, 1e9, 1e9)).action, Action::Continue);
+        assert_eq!(
+            x.decide(&stats(5, 1000, 1e9, 1e9)).action,
+            Action::StopAndCopy
+        );
+        assert_eq!(
+            x.decide(&stats(2, 49, 1e9, 1e9)).action,
+            Action::StopAndCopy
+        );
+    }
+
+    #[test]
+    fn qemu_default_stops_under_its_limit_and_gives_up_at_thirty_minutes() {
+        let q = QemuDefault::default();
+        // 1e9 B/s * 0.3 s = 300 MB = 73242 pages
+        assert_eq!(
+            q.decide(&stats(3, 73_000, 0.0, 0.0)).action,
+            Action::StopAndCopy
+        );
+        assert_eq!(
+            q.decide(&stats(3, 80_000, 0.0, 0.0)).action,
+            Action::Continue
+        );
+        let mut late = stats(900, 80_000, 0.0, 0.0);
+        late.elapsed_ms = 30.0 * 60_000.0;
+        assert_eq!(q.decide(&late).action, Action::Abort);
+    }
+
+    #[test]
+    fn perfplus_keeps_going_while_the_dirty_set_shrinks() {
+        let p = PerfPlus::default();
+        assert_eq!(
+            p.decide(&stats(0, 1 << 20, f64::INFINITY, f64::INFINITY))
+                .action,
+            Action::Continue
+        );
+        assert_eq!(
+            p.decide(&stats(3, 5000, 60.0, 90.0)).action,
+            Action::Continue
+        );
+        // Improvement under 10 %: stop.
+        assert_eq!(
+            p.decide(&stats(3, 5000, 85.0, 90.0)).action,
+            Action::StopAndCopy
+        );
+        // Nothing left worth a round.
+        assert_eq!(
+            p.decide(&stats(3, 10, 21.0, 90.0)).action,
+            Action::StopAndCopy
+        );
+    }
+
+    #[test]
+    fn perfplus_throttles_only_when_asked() {
+        let p = PerfPlus {
+            throttle: true,
+            ..PerfPlus::default()
+        };
+        let d = p.decide(&stats(4, 500_000, 2000.0, 2000.0));
+        assert_eq!(d.action, Action::Continue);
+        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(80));
+        let d = PerfPlus::default().decide(&stats(4, 500_000, 2000.0, 2000.0));
+        assert_eq!((d.action, d.cpu_cap), (Action::StopAndCopy, None));
+    }
+
+    #[test]
+    fn perfplus_watches_a_stalled_guest_for_a_while_before_stopping() {
+        let p = PerfPlus::default();
+        let mut s = stats(4, 500_000, 2000.0, 2000.0);
+        s.ms_since_best = 3000.0;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert!(d.min_round_ms > 0.0);
+        s.ms_since_best = 11_000.0;
+        assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+        // Under the target there is nothing to wait for.
+        let s = stats(4, 5000, 60.0, 60.0);
+        assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+    }
+
+    #[test]
+    fn the_tracker_predicts_from_measured_bandwidth() {
+        let mut t = RoundStatsTracker::new(1 << 30, 4096, 20.0, 0.0, 0);
+        let s = t.snapshot(0.0, 262_144, 0);
+        assert!(s.predicted_downtime_ms.is_infinite());
+        // 1 GB in 1 s: 1 GB/s.
+        t.round_done(262_144, 1_000_000_000, 1000.0, 5000);
+        let s = t.snapshot(1000.0, 1000, 500);
+        assert!((s.bandwidth_bytes_per_s - 1e9).abs() < 1.0);
+        let per_page = raw_wire_bytes_per_page(4096);
+        let expected = 20.0 + 1500.0 * per_page / 1e6;
+        assert!((s.predicted_downtime_ms - expected).abs() < 1e-6);
+        assert!((s.predicted_floor_ms - (20.0 + 500.0 * per_page / 1e6)).abs() < 1e-6);
+        let s2 = t.snapshot(1000.0, 10, 0);
+        assert!((s2.best_earlier_prediction_ms - expected).abs() < 1e-6);
+    }
+}

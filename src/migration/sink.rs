@@ -1,0 +1,303 @@
+//! The record output side: what the engine hands over each round, behind
+//! [`StreamSink`], so a different stream format can be written from the
+//! same rounds (the Xen backend writes a libxc v3 stream for PVH guests:
+//! `PAGE_DATA` records from [`StreamSink::send_pages`], `HVM_CONTEXT` from
+//! [`StreamSink::send_cpu_state`], `END` from
+//! [`StreamSink::end_and_await_ack`], with libxl's handshake around it).
+//!
+//! [`PerfplusSink`] writes the Perf+ stream ([`super::stream`]) over any
+//! [`Transport`], choosing each page's encoding and keeping the digest.
+
+use std::time::Duration;
+
+use super::encode::{encode_page, DeltaCache, Encoding, EncodingSet};
+use super::stream::{
+    BatchWriter, Record, RecordDecoder, StreamDigest, StreamHeader, PAGE_ENTRY_BYTES,
+};
+use super::transport::Transport;
+use super::MigrationError;
+use crate::backend::Pfn;
+
+/// What one [`StreamSink::send_pages`] call put on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchSent {
+    /// Bytes on the wire, framing included.
+    pub wire_bytes: u64,
+    /// Pages sent as zero markers.
+    pub zero_pages: u64,
+    /// Pages sent raw.
+    pub raw_pages: u64,
+    /// Pages sent as deltas.
+    pub delta_pages: u64,
+}
+
+impl BatchSent {
+    /// Pages in total.
+    pub fn pages(&self) -> u64 {
+        self.zero_pages + self.raw_pages + self.delta_pages
+    }
+
+    /// Add another batch.
+    pub fn add(&mut self, other: BatchSent) {
+        self.wire_bytes += other.wire_bytes;
+        self.zero_pages += other.zero_pages;
+        self.raw_pages += other.raw_pages;
+        self.delta_pages += other.delta_pages;
+    }
+}
+
+/// Where the engine's output goes. Calls come in this order: `begin`,
+/// `send_pages`*, `send_cpu_state`, `end_and_await_ack`,
+/// `commit_and_await_resumed`; `abort` at any point before the ack.
+pub trait StreamSink {
+    /// Start the stream for a guest of this geometry.
+    fn begin(&mut self, header: StreamHeader) -> Result<(), MigrationError>;
+
+    /// Send pages `pfns` whose contents are `data` (page `i` at
+    /// `i * page_size`), read in round `round` (the final pass has the
+    /// highest round number).
+    fn send_pages(
+        &mut self,
+        round: u32,
+        pfns: &[Pfn],
+        data: &[u8],
+    ) -> Result<BatchSent, MigrationError>;
+
+    /// Send the CPU/device state (the guest is paused).
+    fn send_cpu_state(&mut self, blob: &[u8]) -> Result<u64, MigrationError>;
+
+    /// End the stream and wait until the receiver confirms it applied and
+    /// verified everything. Until this returns `Ok`, the source may resume.
+    fn end_and_await_ack(&mut self) -> Result<(), MigrationError>;
+
+    /// Hand the guest over and wait until the receiver says it runs there.
+    fn commit_and_await_resumed(&mut self) -> Result<(), MigrationError>;
+
+    /// Tell the receiver the migration is off (best effort).
+    fn abort(&mut self, reason: &str);
+
+    /// Bytes on the wire so far.
+    fn bytes_on_wire(&self) -> u64;
+}
+
+/// Writes the Perf+ stream over a [`Transport`].
+#[derive(Debug)]
+pub struct PerfplusSink<T> {
+    transport: T,
+    encodings: EncodingSet,
+    cache_bytes: usize,
+    cache: Option<DeltaCache>,
+    digest: StreamDigest,
+    batch: BatchWriter,
+    payload: Vec<u8>,
+    frame: Vec<u8>,
+    page_size: usize,
+    bytes: u64,
+    reply_timeout: Duration,
+    replies: RecordDecoder,
+}
+
+impl<T: Transport> PerfplusSink<T> {
+    /// A sink over `transport` that may use `encodings`, keeps up to
+    /// `delta_cache_bytes` of page copies for deltas, and waits at most
+    /// `reply_timeout` for each answer of the receiver.
+    pub fn new(
+        transport: T,
+        encodings: EncodingSet,
+        delta_cache_bytes: usize,
+        reply_timeout: Duration,
+    ) -> Self {
+        Self {
+            transport,
+            encodings,
+            cache_bytes: delta_cache_bytes,
+            cache: None,
+            digest: StreamDigest::default(),
+            batch: BatchWriter::new(4096),
+            payload: Vec::new(),
+            frame: Vec::new(),
+            page_size: 4096,
+            bytes: 0,
+            reply_timeout,
+            replies: RecordDecoder::new(),
+        }
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Take the transport out.
+    pub fn into_transport(self) -> T {
+        self.transport
+    }
+
+    /// The digest of the page records sent so far.
+    pub fn digest(&self) -> StreamDigest {
+        self.digest
+    }
+
+    /// Delta-cache (hits, misses).
+    pub fn cache_hits(&self) -> (u64, u64) {
+        self.cache.as_ref().map_or((0, 0), DeltaCache::hit_counts)
+    }
+
+    /// After a send failure, a NACK the receiver sent before hanging up
+    /// explains it better than "connection lost": wait briefly for it.
+    fn explain(&mut self, e: super::TransportError) -> MigrationError {
+        let mut buf = [0; 2048];
+        let wait = self.reply_timeout.min(Duration::from_secs(1));
+        if let Ok(n) = self.transport.recv(&mut buf, wait) {
+            self.replies.push(&buf[..n]);
+            if let Ok(Some(Record::Nack(reason))) = self.replies.next_record() {
+                return MigrationError::Refused { reason };
+            }
+        }
+        e.into()
+    }
+
+    fn send_record(&mut self, record: &Record) -> Result<u64, MigrationError> {
+        self.frame.clear();
+        record.encode(&mut self.frame);
+        let len = self.frame.len() as u64;
+        if let Err(e) = self.transport.send(&self.frame) {
+            return Err(self.explain(e));
+        }
+        self.bytes += len;
+        Ok(len)
+    }
+
+    fn await_reply(&mut self) -> Result<Record, MigrationError> {
+        let mut buf = vec![0; 4096];
+        loop {
+            if let Some(r) = self.replies.next_record()? {
+                return Ok(r);
+            }
+            let n = self.transport.recv(&mut buf, self.reply_timeout)?;
+            if n == 0 {
+                return Err(super::TransportError::Closed {
+                    what: "waiting for the receiver",
+                }
+                .into());
+            }
+            self.replies.push(&buf[..n]);
+        }
+    }
+
+    fn flush_batch(&mut self) -> Result<u64, MigrationError> {
+        if self.batch.is_empty() {
+            return Ok(0);
+        }
+        let bytes = self.batch.finish();
+        let len = bytes.len() as u64;
+        if let Err(e) = self.transport.send(bytes) {
+            return Err(self.explain(e));
+        }
+        self.bytes += len;
+        Ok(len)
+    }
+}
+
+impl<T: Transport> StreamSink for PerfplusSink<T> {
+    fn begin(&mut self, header: StreamHeader) -> Result<(), MigrationError> {
+        self.page_size = header.page_size;
+        self.batch = BatchWriter::new(header.page_size);
+        if self.encodings.delta {
+            self.cache = Some(DeltaCache::new(
+                header.page_size,
+                header.page_count,
+                self.cache_bytes,
+            ));
+        }
+        self.send_record(&Record::Header(header)).map(|_| ())
+    }
+
+    fn send_pages(
+        &mut self,
+        round: u32,
+        pfns: &[Pfn],
+        data: &[u8],
+    ) -> Result<BatchSent, MigrationError> {
+        let mut sent = BatchSent::default();
+        let size = self.page_size;
+        self.batch.start(round);
+        for (&pfn, page) in pfns.iter().zip(data.chunks_exact(size)) {
+            if !self.batch.has_room() {
+                sent.wire_bytes += self.flush_batch()?;
+                self.batch.start(round);
+            }
+            let encoding = encode_page(
+                self.encodings,
+                self.cache.as_mut(),
+                pfn,
+                page,
+                &mut self.payload,
+            );
+            if let Some(cache) = &mut self.cache {
+                // Pages resent after the first pass are the ones likely to
+                // change again: worth a cached copy.
+                cache.sent(pfn, page, encoding == Encoding::Zero, round > 0, round);
+            }
+            match encoding {
+                Encoding::Zero => sent.zero_pages += 1,
+                Encoding::Raw => sent.raw_pages += 1,
+                Encoding::Delta => sent.delta_pages += 1,
+            }
+            let payload = if encoding == Encoding::Raw {
+                page
+            } else {
+                &self.payload[..]
+            };
+            self.batch.push(pfn, encoding, payload);
+            self.digest.add(pfn, page);
+        }
+        sent.wire_bytes += self.flush_batch()?;
+        debug_assert!(sent.wire_bytes >= sent.pages() * PAGE_ENTRY_BYTES as u64);
+        Ok(sent)
+    }
+
+    fn send_cpu_state(&mut self, blob: &[u8]) -> Result<u64, MigrationError> {
+        self.send_record(&Record::CpuState(blob.to_vec()))
+    }
+
+    fn end_and_await_ack(&mut self) -> Result<(), MigrationError> {
+        let digest = self.digest;
+        self.send_record(&Record::End(digest))?;
+        match self.await_reply()? {
+            Record::Ack(d) if d == digest => Ok(()),
+            Record::Ack(d) => Err(MigrationError::DigestMismatch {
+                sent: digest,
+                received: d,
+            }),
+            Record::Nack(reason) => Err(MigrationError::Refused { reason }),
+            other => Err(MigrationError::Protocol {
+                what: format!("expected ACK or NACK, got {:?}", other.kind()),
+            }),
+        }
+    }
+
+    fn commit_and_await_resumed(&mut self) -> Result<(), MigrationError> {
+        self.send_record(&Record::Commit)?;
+        match self.await_reply()? {
+            Record::Resumed => Ok(()),
+            Record::Nack(reason) => Err(MigrationError::Refused { reason }),
+            other => Err(MigrationError::Protocol {
+                what: format!("expected RESUMED, got {:?}", other.kind()),
+            }),
+        }
+    }
+
+    fn abort(&mut self, reason: &str) {
+        let _ = self.send_record(&Record::Abort(reason.to_string()));
+    }
+
+    fn bytes_on_wire(&self) -> u64 {
+        self.bytes
+    }
+}
