@@ -54,6 +54,15 @@ impl From<crate::Error> for Failure {
                     N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
                     N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
                     N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
+                    N::Heartbeat(e) => {
+                        use crate::heartbeat::HeartbeatError as H;
+                        match e {
+                            H::Io { .. } | H::CorruptIdentity { .. } => R::PERFPLUS_RESULT_IO,
+                            H::NodeNotListed { .. } | H::Timing { .. } | H::ZeroGeneration => {
+                                R::PERFPLUS_RESULT_INVALID_CONFIG
+                            }
+                        }
+                    }
                 }
             }
             crate::Error::Medium(e) => {
