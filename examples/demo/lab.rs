@@ -17,10 +17,11 @@
 //! host 2 is SIGKILL to everything in its namespace; fencing it (the power
 //! switch) also takes its links down.
 //!
-//! Without root, loopback: every host on 127.0.0.1 with its own ports; a
-//! host's ping node is a UDP port that answers (ICMP port unreachable)
-//! until the demo cuts the uplink by binding a socket there that swallows
-//! the probes; a guest keeps its service address (one machine).
+//! Without root, loopback: every host on 127.0.0.1 with its own ports; host
+//! i's ping node is 127.0.0.(10+i), probed by UDP, which answers (ICMP port
+//! unreachable) until the demo cuts the uplink by binding a socket on the
+//! probe port that swallows the probes; a guest keeps its service address
+//! (one machine).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -44,6 +45,11 @@ pub enum Lab {
         black_holes: Vec<UdpSocket>,
     },
 }
+
+/// The port perfplus's UDP ping probes go to (a closed port answers with
+/// ICMP port unreachable: the host is up; a socket bound there swallows
+/// them: the host looks unreachable).
+const UDP_PROBE_PORT: u16 = 33_434;
 
 /// The switch namespace.
 pub const SWITCH: &str = "ppdemo-sw";
@@ -99,7 +105,9 @@ pub fn kill_all_in(name: &str) {
             return;
         }
         for pid in pids {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -155,17 +163,48 @@ impl Lab {
             ip(&["-n", SWITCH, "link", "add", bridge, "type", "bridge"])?;
             ip(&["-n", SWITCH, "link", "set", bridge, "up"])?;
         }
-        ip(&["-n", SWITCH, "addr", "add", "10.205.0.254/24", "dev", "br-up"])?;
+        ip(&[
+            "-n",
+            SWITCH,
+            "addr",
+            "add",
+            "10.205.0.254/24",
+            "dev",
+            "br-up",
+        ])?;
         // The admin's seat: status queries come from here.
-        ip(&["-n", SWITCH, "addr", "add", "10.204.0.254/24", "dev", "br-cl"])?;
-        ip(&["-n", SWITCH, "route", "add", "10.206.0.0/24", "dev", "br-up", "scope", "link"])?;
+        ip(&[
+            "-n",
+            SWITCH,
+            "addr",
+            "add",
+            "10.204.0.254/24",
+            "dev",
+            "br-cl",
+        ])?;
+        ip(&[
+            "-n",
+            SWITCH,
+            "route",
+            "add",
+            "10.206.0.0/24",
+            "dev",
+            "br-up",
+            "scope",
+            "link",
+        ])?;
         for i in 1..=*hosts {
             let ns = host_ns(i);
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             for (inner, outer, bridge, addr) in [
                 ("cl0", format!("c{i}"), "br-cl", format!("10.204.0.{i}/24")),
-                ("up0", format!("u{i}"), "br-up", format!("10.205.0.{}/24", 10 + i)),
+                (
+                    "up0",
+                    format!("u{i}"),
+                    "br-up",
+                    format!("10.205.0.{}/24", 10 + i),
+                ),
             ] {
                 ip(&[
                     "link", "add", inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
@@ -221,17 +260,17 @@ impl Lab {
     pub fn ping(&self, i: usize) -> (String, String) {
         match self {
             Lab::Netns { .. } => ("10.205.0.254".into(), "icmp".into()),
-            Lab::Loopback { .. } => {
-                let port = 17660 + i;
-                ("127.0.0.1".into(), format!("udp:{port}"))
-            }
+            // Its own loopback address, probed on perfplus's UDP probe port.
+            Lab::Loopback { .. } => (format!("127.0.0.{}", 10 + i), "udp".into()),
         }
     }
 
     /// The service address of guest number `g` (1-based).
     pub fn service(&self, g: usize) -> SocketAddr {
         match self {
-            Lab::Netns { .. } => SocketAddr::from(([10, 206, 0, u8::try_from(g).unwrap_or(0)], 7000)),
+            Lab::Netns { .. } => {
+                SocketAddr::from(([10, 206, 0, u8::try_from(g).unwrap_or(0)], 7000))
+            }
             Lab::Loopback { .. } => {
                 let port = 17700 + u16::try_from(g).unwrap_or(0);
                 SocketAddr::from(([127, 0, 0, 1], port))
@@ -246,7 +285,8 @@ impl Lab {
 
     /// The clients' network namespace, if any.
     pub fn client_netns(&self) -> Option<PathBuf> {
-        self.is_netns().then(|| PathBuf::from("/run/netns").join(SWITCH))
+        self.is_netns()
+            .then(|| PathBuf::from("/run/netns").join(SWITCH))
     }
 
     /// A command running `program` as host `i`.
@@ -266,9 +306,15 @@ impl Lab {
         match self {
             Lab::Netns { .. } => ip(&["-n", SWITCH, "link", "set", &format!("u{i}"), "down"]),
             Lab::Loopback { black_holes, .. } => {
-                let port = 17660 + u16::try_from(i).unwrap_or(0);
-                let socket = UdpSocket::bind(("127.0.0.1", port))
-                    .map_err(|e| format!("cannot cut host {i}'s uplink (bind udp {port}): {e}"))?;
+                let (ping, _) = Lab::Loopback {
+                    hosts: 0,
+                    black_holes: Vec::new(),
+                }
+                .ping(i);
+                let target = format!("{ping}:{UDP_PROBE_PORT}");
+                let socket = UdpSocket::bind(&target).map_err(|e| {
+                    format!("cannot cut host {i}'s uplink (bind udp {target}): {e}")
+                })?;
                 black_holes.push(socket);
                 Ok(())
             }

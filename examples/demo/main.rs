@@ -43,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
-use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig, LoadReport};
+use perfplus::backend::arena::workload::kv_client::{
+    check_writes_in, Load, LoadConfig, LoadReport,
+};
 use perfplus::backend::arena::{check_support, enter_netns, guest_main, GuestCommand};
 use perfplus::config::NodeConfig;
 use perfplus::membership::NodeId;
@@ -101,7 +103,10 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         }
     }
     if !(3..=9).contains(&o.hosts) {
-        return Err("--hosts must be 3 to 9 (host 1 loses its uplink, host 2 dies, the rest take over)".into());
+        return Err(
+            "--hosts must be 3 to 9 (host 1 loses its uplink, host 2 dies, the rest take over)"
+                .into(),
+        );
     }
     if !(1..=8).contains(&o.guests_per_host) || !(4..=4096).contains(&o.guest_mib) {
         return Err("--guests-per-host must be 1 to 8 and --guest-mib 4 to 4096".into());
@@ -260,7 +265,8 @@ fn parse_line(seen: &mut Seen, host: usize, line: &str) {
                 .and_then(|i| rest.get(i))
                 .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
                 .unwrap_or(0);
-            seen.migrations.push(((*guest).into(), from, to, downtime, bytes));
+            seen.migrations
+                .push(((*guest).into(), from, to, downtime, bytes));
             seen.placement.insert((*guest).into(), to);
             seen.progress.remove(*guest);
         }
@@ -268,10 +274,12 @@ fn parse_line(seen: &mut Seen, host: usize, line: &str) {
             seen.progress.remove(*guest);
         }
         ["PROGRESS", guest, "paused", ..] => {
-            seen.progress.insert((*guest).into(), "paused: final pass".into());
+            seen.progress
+                .insert((*guest).into(), "paused: final pass".into());
         }
         ["PROGRESS", guest, "verified"] => {
-            seen.progress.insert((*guest).into(), "verified: switching over".into());
+            seen.progress
+                .insert((*guest).into(), "verified: switching over".into());
         }
         ["PROGRESS", guest, fields @ ..] => {
             let field = |name: &str| {
@@ -337,7 +345,12 @@ fn run_demo(o: &Options) -> Result<bool, String> {
     result
 }
 
-fn write_configs(o: &Options, lab: &Lab, workdir: &Path, guests: &[Guest]) -> Result<Vec<PathBuf>, String> {
+fn write_configs(
+    o: &Options,
+    lab: &Lab,
+    workdir: &Path,
+    guests: &[Guest],
+) -> Result<Vec<PathBuf>, String> {
     let mut secret = [0_u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
@@ -406,12 +419,24 @@ fn start_host(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = command.spawn().map_err(|e| format!("cannot start host {i}: {e}"))?;
-    let _ = std::fs::write(workdir.join(format!("host-{i}.pgid")), child.id().to_string());
-    let log = std::fs::File::create(workdir.join(format!("h{i}.log"))).map_err(|e| e.to_string())?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot start host {i}: {e}"))?;
+    let _ = std::fs::write(
+        workdir.join(format!("host-{i}.pgid")),
+        child.id().to_string(),
+    );
+    let log =
+        std::fs::File::create(workdir.join(format!("h{i}.log"))).map_err(|e| e.to_string())?;
     for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -430,7 +455,11 @@ fn start_host(
 
 /// The cluster's state, asked of the first host that answers (from the
 /// switch namespace when the hosts live in namespaces).
-fn cluster_status(configs: &[PathBuf], skip: &[usize], netns: Option<&Path>) -> Option<ClusterStatus> {
+fn cluster_status(
+    configs: &[PathBuf],
+    skip: &[usize],
+    netns: Option<&Path>,
+) -> Option<ClusterStatus> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -450,12 +479,16 @@ fn cluster_status_here(configs: &[PathBuf], skip: &[usize]) -> Option<ClusterSta
         if skip.contains(&(i + 1)) {
             continue;
         }
-        let Ok(config) = NodeConfig::from_toml_file(path) else { continue };
+        let Ok(config) = NodeConfig::from_toml_file(path) else {
+            continue;
+        };
         let Some(address) = config.cluster.host(config.local).and_then(|h| h.control) else {
             continue;
         };
         let key = config.key.subkey("control");
-        if let Ok(Message::Status { json }) = exchange(&key, address, NodeId(0), &Message::StatusRequest) {
+        if let Ok(Message::Status { json }) =
+            exchange(&key, address, NodeId(0), &Message::StatusRequest)
+        {
             if let Ok(status) = ClusterStatus::from_json(&json) {
                 if status.quorate {
                     return Some(status);
@@ -516,7 +549,10 @@ impl View {
             let mut shown = self.shown.lock();
             for (_, host, line) in seen.lines.iter().skip(*shown) {
                 if is_interesting(line) {
-                    println!("[{:6.1}s] h{host}: {line}", self.start.elapsed().as_secs_f64());
+                    println!(
+                        "[{:6.1}s] h{host}: {line}",
+                        self.start.elapsed().as_secs_f64()
+                    );
                 }
             }
             *shown = seen.lines.len();
@@ -540,7 +576,11 @@ impl View {
                 "h{:<4} {:<5} {:<7} {}\n",
                 h.id,
                 if h.live { "up" } else { "DEAD" },
-                if h.ping_reachable > 0 || h.ping_configured == 0 { "ok" } else { "CUT" },
+                if h.ping_reachable > 0 || h.ping_configured == 0 {
+                    "ok"
+                } else {
+                    "CUT"
+                },
                 guests.join(" ")
             ));
         }
@@ -556,7 +596,9 @@ impl View {
                 "{:<6} {:<11} {:<6} {:>12}  {:>8} {bar}\n",
                 r.name,
                 r.state,
-                r.host.map(|h| format!("h{h}")).unwrap_or_else(|| "-".into()),
+                r.host
+                    .map(|h| format!("h{h}"))
+                    .unwrap_or_else(|| "-".into()),
                 acked,
                 ops
             ));
@@ -584,9 +626,24 @@ fn truncate(text: &str, max: usize) -> &str {
 }
 
 fn is_interesting(line: &str) -> bool {
-    ["DECIDED", "ACTION_", "MEMBER_DEAD", "RECOVERY_ALLOWED", "FENCE", "COLD_START", "QUORUM_LOST", "AWAITING_RECOVERY", "MIGRATION_FAILED", "START_FAILED", "DEFERRED", "NO_ROOM", "LOCAL_PAUSE", "WARNING"]
-        .iter()
-        .any(|k| line.starts_with(k))
+    [
+        "DECIDED",
+        "ACTION_",
+        "MEMBER_DEAD",
+        "RECOVERY_ALLOWED",
+        "FENCE",
+        "COLD_START",
+        "QUORUM_LOST",
+        "AWAITING_RECOVERY",
+        "MIGRATION_FAILED",
+        "START_FAILED",
+        "DEFERRED",
+        "NO_ROOM",
+        "LOCAL_PAUSE",
+        "WARNING",
+    ]
+    .iter()
+    .any(|k| line.starts_with(k))
 }
 
 /// What a migration in flight is doing, from the PROGRESS lines.
@@ -624,7 +681,11 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
         guests.len(),
         o.guest_mib,
         workdir.join("shared").display(),
-        if lab.is_netns() { "the switch namespace (the outside)" } else { "this process" }
+        if lab.is_netns() {
+            "the switch namespace (the outside)"
+        } else {
+            "this process"
+        }
     );
     view.phase("starting the cluster");
     let mut hosts = Vec::new();
@@ -634,7 +695,9 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
     let guard = HostsGuard(&mut hosts);
     let all_running = |s: &ClusterStatus| {
         s.resources.len() == guests.len()
-            && s.resources.iter().all(|r| r.state == "running" && r.confirmed)
+            && s.resources
+                .iter()
+                .all(|r| r.state == "running" && r.confirmed)
     };
     wait_for("every guest to start", &configs, &[], &view, all_running)?;
 
@@ -663,7 +726,11 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
     view.phase("host 1 lost its uplink: perfplus must live-migrate its guests away");
     let cut_at = now_us();
     lab.cut_uplink(1)?;
-    let on_h1: Vec<&str> = guests.iter().filter(|g| g.home == 1).map(|g| g.name.as_str()).collect();
+    let on_h1: Vec<&str> = guests
+        .iter()
+        .filter(|g| g.home == 1)
+        .map(|g| g.name.as_str())
+        .collect();
     let evacuated = |s: &ClusterStatus| {
         on_h1.iter().all(|name| {
             s.resources
@@ -679,15 +746,25 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
     view.phase("host 2 died: perfplus must fence it and restart its guests elsewhere");
     let kill_at = now_us();
     kill_host(lab, 2, &mut guard.0[1]);
-    let on_h2: Vec<&str> = guests.iter().filter(|g| g.home == 2).map(|g| g.name.as_str()).collect();
+    let on_h2: Vec<&str> = guests
+        .iter()
+        .filter(|g| g.home == 2)
+        .map(|g| g.name.as_str())
+        .collect();
     let recovered = |s: &ClusterStatus| {
         on_h2.iter().all(|name| {
-            s.resources
-                .iter()
-                .any(|r| r.name == *name && r.state == "running" && r.host != Some(2) && r.host.is_some())
+            s.resources.iter().any(|r| {
+                r.name == *name && r.state == "running" && r.host != Some(2) && r.host.is_some()
+            })
         })
     };
-    let status = wait_for("host 2's guests to restart", &configs, &[2], &view, recovered)?;
+    let status = wait_for(
+        "host 2's guests to restart",
+        &configs,
+        &[2],
+        &view,
+        recovered,
+    )?;
     let recovered_at = now_us();
     refresh_neighbours(lab, &guests, &status);
     settle(&view, 4);
@@ -695,12 +772,21 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
     // Stop the clients, check every acknowledged write.
     view.phase("checking every acknowledged write");
     let loads: Vec<(String, Load)> = std::mem::take(&mut *view.loads.lock());
-    let reports: Vec<(String, LoadReport)> = loads.into_iter().map(|(n, l)| (n, l.stop())).collect();
+    let reports: Vec<(String, LoadReport)> =
+        loads.into_iter().map(|(n, l)| (n, l.stop())).collect();
     let mut results = Vec::new();
     for (name, report) in &reports {
-        let g = guests.iter().find(|g| &g.name == name).ok_or("unknown guest")?;
-        let check = check_writes_in(lab.client_netns().as_deref(), g.service, report, Duration::from_secs(20))
-            .map_err(|e| format!("checking {name}: {e}"))?;
+        let g = guests
+            .iter()
+            .find(|g| &g.name == name)
+            .ok_or("unknown guest")?;
+        let check = check_writes_in(
+            lab.client_netns().as_deref(),
+            g.service,
+            report,
+            Duration::from_secs(20),
+        )
+        .map_err(|e| format!("checking {name}: {e}"))?;
         let final_host = status
             .resources
             .iter()
@@ -750,13 +836,25 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
         lost_total += check.writes_lost;
         println!(
             "{:<6} h{:<4} h{:<5} {:>14.0} {:>13} {:>6} {:>9}",
-            g.name, g.home, final_host, report.service_gap_ms, report.writes_acknowledged, check.writes_found, check.writes_lost
+            g.name,
+            g.home,
+            final_host,
+            report.service_gap_ms,
+            report.writes_acknowledged,
+            check.writes_found,
+            check.writes_lost
         );
     }
-    let healthy_final = results.iter().all(|(_, _, _, h)| *h != 1 && *h != 2 && *h != 0);
+    let healthy_final = results
+        .iter()
+        .all(|(_, _, _, h)| *h != 1 && *h != 2 && *h != 0);
     println!(
         "\nacknowledged writes lost: {lost_total}{}",
-        if lost_total == 0 { " (none)" } else { "  <-- DATA LOST" }
+        if lost_total == 0 {
+            " (none)"
+        } else {
+            "  <-- DATA LOST"
+        }
     );
     println!(
         "every guest ends on a healthy host: {}",
@@ -794,8 +892,11 @@ fn run_in_lab(o: &Options, lab: &mut Lab, workdir: &Path) -> Result<bool, String
             "guests": guests_json,
             "migrations": migrations,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&json).unwrap_or_default())
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json).unwrap_or_default(),
+        )
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("JSON written to {}", path.display());
     }
     Ok(lost_total == 0 && healthy_final)

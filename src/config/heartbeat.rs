@@ -110,6 +110,8 @@ pub struct HaCf {
     pub auto_failback: AutoFailback,
     /// `cluster` name.
     pub cluster: String,
+    /// `realtime`: run at real-time priority (Heartbeat's default: on).
+    pub realtime: bool,
     /// Directives read but not used by perfplus: (line, directive).
     pub ignored: Vec<(usize, String)>,
 }
@@ -135,6 +137,7 @@ impl HaCf {
             ping: Vec::new(),
             auto_failback: AutoFailback::Legacy,
             cluster: "linux-ha".into(),
+            realtime: true,
             ignored: Vec::new(),
         };
         for (index, raw) in text.lines().enumerate() {
@@ -285,6 +288,15 @@ impl HaCf {
                     };
                 }
                 "cluster" => cf.cluster = one("a cluster name")?.to_string(),
+                "realtime" => {
+                    cf.realtime = match one("on or off")?.to_ascii_lowercase().as_str() {
+                        "on" | "yes" | "true" | "1" | "y" => true,
+                        "off" | "no" | "false" | "0" | "n" => false,
+                        other => {
+                            return Err(err(format!("`realtime` expects on or off, not `{other}`")))
+                        }
+                    };
+                }
                 _ => cf.ignored.push((line, directive)),
             }
         }
@@ -713,6 +725,7 @@ pub(super) fn to_node_config(
         warnings,
         // ha.cf carries membership only; resources come from a native file.
         cluster: super::ClusterConfig::default(),
+        realtime: cf.realtime,
     })
 }
 

@@ -153,6 +153,12 @@ pub struct NodeConfig {
     /// Hosts' capacities and addresses, resources, orchestrator settings
     /// (empty: membership only).
     pub cluster: ClusterConfig,
+    /// Run the threads that receive heartbeats, probe ping nodes and judge
+    /// peers at real-time priority (SCHED_RR 1), as Heartbeat and Corosync
+    /// do by default: a detector starved by a busy host would otherwise
+    /// see silence that is not there. Needs CAP_SYS_NICE; without it the
+    /// node runs at normal priority and says so.
+    pub realtime: bool,
 }
 
 impl NodeConfig {
@@ -180,6 +186,7 @@ impl NodeConfig {
             protocol: Protocol::Perfplus,
             warnings: Vec::new(),
             cluster: ClusterConfig::default(),
+            realtime: true,
         }
     }
 

@@ -8,6 +8,7 @@
 //! initial_wait_ms = 10000
 //! auto_failback = false
 //! incarnation_file = "/var/lib/perfplus/incarnation"
+//! realtime = true               # SCHED_RR for heartbeat threads (needs CAP_SYS_NICE)
 //!
 //! [detector]                    # all optional
 //! method = "phi"                # or "deadline" (with warn_ms, dead_ms)
@@ -82,6 +83,7 @@ struct File {
     fencing: Option<FencingFile>,
     orchestrator: Option<Tunables>,
     resources: Option<Vec<ResourceFile>>,
+    realtime: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -304,6 +306,7 @@ pub(super) fn parse_for(
     config.initial_wait_ms = file.initial_wait_ms.unwrap_or(config.initial_wait_ms);
     config.auto_failback = file.auto_failback.unwrap_or(false);
     config.incarnation_file = file.incarnation_file.as_deref().map(relative);
+    config.realtime = file.realtime.unwrap_or(true);
 
     if let Some(d) = file.detector {
         let phi_defaults = PhiConfig::default();

@@ -114,8 +114,16 @@ pub fn address_hooks(interface: &str) -> (TakeOver, Release) {
             &["addr", "replace", &format!("{ip}/{prefix}"), "dev", &iface],
         )?;
         if listen.is_ipv4() {
-            // Unsolicited ARP, twice (a lost one must not strand clients).
-            let _ = run("arping", &["-U", "-c", "2", "-w", "1", "-I", &iface, &ip]);
+            // Unsolicited ARP, twice (a lost one must not strand clients),
+            // in the background: the guest need not wait for it.
+            let args = ["-U", "-c", "2", "-I", iface.as_str(), ip.as_str()].map(String::from);
+            std::thread::spawn(move || {
+                let _ = std::process::Command::new("arping")
+                    .args(&args)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            });
         }
         Ok(())
     });

@@ -27,6 +27,7 @@ pub mod ha;
 mod hb3;
 mod links;
 mod ping;
+mod sched;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -268,22 +269,34 @@ impl Node {
                 }
             }),
         )?;
+        let realtime = config.realtime;
+        let rt_warned = Arc::new(AtomicBool::new(false));
         for (index, socket) in sockets {
             let to_core = to_core.clone();
             let stop = stop.clone();
+            let (rt_warned, rt_events) = (rt_warned.clone(), to_events.clone());
             spawn(
                 &mut node,
                 format!("perfplus-link{index}"),
-                Box::new(move || receive_loop(index, &socket, clock, &stop, &to_core)),
+                Box::new(move || {
+                    sched::maybe_realtime(realtime, &rt_warned, &rt_events);
+                    drop(rt_events);
+                    receive_loop(index, &socket, clock, &stop, &to_core);
+                }),
             )?;
         }
         if let Some(prober) = prober {
             let to_core = to_core.clone();
             let stop = stop.clone();
+            let (rt_warned, rt_events) = (rt_warned.clone(), to_events.clone());
             spawn(
                 &mut node,
                 "perfplus-ping".into(),
-                Box::new(move || ping_loop(prober, &probes, clock, &stop, &to_core)),
+                Box::new(move || {
+                    sched::maybe_realtime(realtime, &rt_warned, &rt_events);
+                    drop(rt_events);
+                    ping_loop(prober, &probes, clock, &stop, &to_core);
+                }),
             )?;
         }
         let ping = PingMonitor::new(config.ping, config.ping_nodes.len(), 0);
@@ -313,7 +326,10 @@ impl Node {
         spawn(
             &mut node,
             "perfplus-core".into(),
-            Box::new(move || core_loop.run(&from_all)),
+            Box::new(move || {
+                sched::maybe_realtime(realtime, &rt_warned, &core_loop.to_events);
+                core_loop.run(&from_all);
+            }),
         )?;
         Ok(node)
     }

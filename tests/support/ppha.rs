@@ -12,30 +12,9 @@ use std::time::{Duration, Instant};
 
 use perfplus::runtime::ha::ClusterStatus;
 
-/// The `perfplus` command (examples/perfplus), which `cargo test` builds
-/// next to the test binaries (there is no `CARGO_BIN_EXE_` for examples).
+/// The `perfplus` command (examples/perfplus), current.
 pub fn perfplus_binary() -> PathBuf {
-    let path = crate::support::profile_dir().join("examples/perfplus");
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds the examples (or run `cargo build --example perfplus`)",
-        path.display()
-    );
-    // `cargo test --test ha_…` alone rebuilds the test, not the example:
-    // say so loudly when the binary under test looks older than the test.
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    if let (Some(example), Some(test)) = (
-        modified(&path),
-        std::env::current_exe().ok().as_deref().and_then(modified),
-    ) {
-        if test.duration_since(example).is_ok_and(|d| d.as_secs() > 60) {
-            eprintln!(
-                "\n*** WARNING: {} is older than this test binary; run `cargo build --example perfplus` (or plain `cargo test`) so that the code under test is current\n",
-                path.display()
-            );
-        }
-    }
-    path
+    crate::support::example_binary("perfplus")
 }
 
 /// A running `perfplus node`, its stdout lines collected.
