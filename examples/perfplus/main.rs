@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! perfplus node    --config FILE [--node NAME] [--ocf-env KEY=VALUE]...
+//!                  [--service-interface IFACE] [--policy P]
 //! perfplus node    --ha-cf FILE --authkeys FILE [--node NAME]   (membership only)
 //! perfplus status  --config FILE [--node NAME] [--json] [--resource R [--here]]
 //! perfplus standby --config FILE [--node NAME] HOST on|off
@@ -12,7 +13,11 @@
 //!
 //! `node` runs this host's cluster node: membership, the orchestrator
 //! (when the file configures `[[resources]]`), the drivers and the control
-//! channel. It logs one line per event on stdout (`t=<µs since the epoch>
+//! channel. Arena guests (`driver = "arena"`) run as child processes of
+//! this program (`perfplus guest ...`, internal) and arrive on the node's
+//! `migration` address; with `--service-interface IFACE` a guest's
+//! `listen` address moves with it (added to IFACE and announced by
+//! gratuitous ARP on arrival, removed on departure). It logs one line per event on stdout (`t=<µs since the epoch>
 //! KIND ...`) and stops on SIGTERM or SIGINT, stopping the resources that
 //! run here first (put the host in standby before, to keep them running
 //! elsewhere).
@@ -39,10 +44,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use perfplus::backend::arena::{guest_main, GuestCommand};
 use perfplus::config::heartbeat::{AuthKeys, HaCf};
 use perfplus::config::{local_hostname, NodeConfig};
+use perfplus::driver::arena::address_hooks;
 use perfplus::driver::StandardDrivers;
 use perfplus::membership::NodeId;
+use perfplus::migration::engine::Progress;
 use perfplus::runtime::ha::control::{exchange, exchange_waiting, ANSWER_TIMEOUT};
 use perfplus::runtime::ha::{ClusterStatus, HaEvent, HaNode};
 use perfplus::runtime::{Node, NodeEvent};
@@ -50,6 +58,7 @@ use perfplus::wire::control::Message;
 
 const USAGE: &str = "usage:
   perfplus node    --config FILE [--node NAME] [--ocf-env KEY=VALUE]...
+                   [--service-interface IFACE] [--policy P]
   perfplus node    --ha-cf FILE --authkeys FILE [--node NAME]
   perfplus status  --config FILE [--node NAME] [--json] [--resource R [--here]]
   perfplus standby --config FILE [--node NAME] HOST on|off
@@ -84,6 +93,8 @@ struct Args {
     here: bool,
     to: Option<String>,
     ocf_env: Vec<(String, String)>,
+    service_interface: Option<String>,
+    policy: Option<String>,
     positional: Vec<String>,
 }
 
@@ -114,6 +125,8 @@ fn parse_args() -> Result<Args, Failure> {
                 })?;
                 args.ocf_env.push((key.into(), val.into()));
             }
+            "--service-interface" => args.service_interface = Some(value()?),
+            "--policy" => args.policy = Some(value()?),
             "--help" | "-h" => return Err(Failure::usage(USAGE)),
             other if other.starts_with("--") => {
                 return Err(Failure::usage(format!("unknown option {other}\n{USAGE}")))
@@ -125,6 +138,12 @@ fn parse_args() -> Result<Args, Failure> {
 }
 
 fn main() -> ExitCode {
+    // This program is also the arena guest program of the nodes it runs.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("guest") {
+        let code = guest_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let result = parse_args().and_then(|args| match args.command.as_str() {
         "node" => run_node(&args),
         "status" => status(&args),
@@ -222,7 +241,21 @@ fn run_node(args: &Args) -> Result<(), Failure> {
         }
         node.stop();
     } else {
-        let mut drivers = StandardDrivers::new(&name);
+        let program = std::env::current_exe()
+            .map_err(|e| Failure(EXIT_FAILED, format!("cannot find this program: {e}")))?;
+        let guest_program = GuestCommand::new(program, &["guest"]);
+        let mut drivers = StandardDrivers::for_node(&config, &name, guest_program, |arena| {
+            if let Some(interface) = &args.service_interface {
+                let (take_over, release) = address_hooks(interface);
+                arena.take_over = Some(take_over);
+                arena.release = Some(release);
+            }
+            if let Some(policy) = &args.policy {
+                arena.policy = policy.clone();
+            }
+            arena.progress = Some(Arc::new(log_progress));
+        })
+        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
         drivers.ocf_env = args.ocf_env.clone();
         let mut node = HaNode::start(config, &drivers, |event: &HaEvent| {
             log_line(&event.to_string());
@@ -236,6 +269,27 @@ fn run_node(args: &Args) -> Result<(), Failure> {
     }
     log_line("STOPPED");
     Ok(())
+}
+
+/// One `PROGRESS` line per round decision and per phase of a migration
+/// this host sends (batches are not logged: too many).
+fn log_progress(resource: &str, progress: &Progress) {
+    match progress {
+        Progress::Decided { stats, decision } => log_line(&format!(
+            "PROGRESS {resource} round={} dirty_pages={} deferred_pages={} dirty_rate_pages_per_s={:.0} bandwidth_bytes_per_s={:.0} predicted_downtime_ms={:.1} decision={decision:?}",
+            stats.iteration,
+            stats.dirty_pages,
+            stats.deferred_pages,
+            stats.dirty_rate_pages_per_s,
+            stats.bandwidth_bytes_per_s,
+            stats.predicted_downtime_ms,
+        )),
+        Progress::Paused { final_pages, .. } => {
+            log_line(&format!("PROGRESS {resource} paused final_pages={final_pages}"));
+        }
+        Progress::Verified { .. } => log_line(&format!("PROGRESS {resource} verified")),
+        _ => {}
+    }
 }
 
 /// Send `message` to the node on this host and return its reply.

@@ -13,6 +13,7 @@
 //! Drivers: [`ocf`] runs any OCF resource agent (so perfplus can drive
 //! `ocf:heartbeat:Dummy`, or `ocf:heartbeat:Xen` on a Xen host).
 
+pub mod arena;
 pub mod ocf;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ pub struct DriverResource {
     pub name: String,
     /// Parameters, by name.
     pub params: BTreeMap<String, String>,
+    /// Guest memory, MiB, if the cluster configuration says.
+    pub memory_mib: Option<u64>,
 }
 
 /// What `monitor` found.
@@ -78,6 +81,8 @@ pub struct StandardDrivers {
     pub ocf_timeout: Duration,
     /// Extra environment for every OCF agent (e.g. `HA_RSCTMP`).
     pub ocf_env: Vec<(String, String)>,
+    /// This host's arena guests and receiver, if it runs any.
+    pub arena: Option<std::sync::Arc<arena::ArenaHost>>,
 }
 
 impl StandardDrivers {
@@ -89,7 +94,35 @@ impl StandardDrivers {
             ocf_root: ocf::DEFAULT_OCF_ROOT.into(),
             ocf_timeout: Duration::from_secs(120),
             ocf_env: Vec::new(),
+            arena: None,
         }
+    }
+}
+
+impl StandardDrivers {
+    /// The drivers for `config`'s local node, named `local_node`: OCF
+    /// agents, and, if any resource uses the arena driver, this host's
+    /// arena guests with their receiver on the node's `migration` address
+    /// (`settings` adjusts the arena settings: hooks, policy).
+    pub fn for_node(
+        config: &crate::config::NodeConfig,
+        local_node: &str,
+        guest_program: crate::backend::arena::GuestCommand,
+        settings: impl FnOnce(&mut arena::ArenaSettings),
+    ) -> Result<Self, DriverError> {
+        let mut drivers = Self::new(local_node);
+        let uses_arena = config
+            .cluster
+            .resources
+            .iter()
+            .any(|r| r.driver == crate::config::DriverKind::Arena);
+        if uses_arena {
+            let receive = config.cluster.host(config.local).and_then(|h| h.migration);
+            let mut arena_settings = arena::ArenaSettings::new(guest_program, receive);
+            settings(&mut arena_settings);
+            drivers.arena = Some(arena::ArenaHost::start(arena_settings)?);
+        }
+        Ok(drivers)
     }
 }
 
@@ -112,10 +145,13 @@ impl DriverFactory for StandardDrivers {
                 }
                 Ok(Box::new(driver))
             }
-            crate::config::DriverKind::Arena => Err(DriverError::Unsupported(format!(
-                "resource {}: the arena driver is not available in this build",
-                resource.spec.name
-            ))),
+            crate::config::DriverKind::Arena => match &self.arena {
+                Some(host) => Ok(Box::new(host.driver())),
+                None => Err(DriverError::Unsupported(format!(
+                    "resource {}: this host runs no arena guests (start its arena host first)",
+                    resource.spec.name
+                ))),
+            },
         }
     }
 }

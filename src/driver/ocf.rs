@@ -80,6 +80,7 @@ impl OcfDriver {
         let resource = DriverResource {
             name: self.agent.clone(),
             params: Default::default(),
+            memory_mib: None,
         };
         let run = self.run("meta-data", &resource, &[])?;
         match run.code {

@@ -147,17 +147,22 @@ pub enum Input {
         /// Where it runs.
         host: HostId,
     },
-    /// A migration ended; on failure the guest still runs at the source.
+    /// A migration ended (whoever asked for it: the decider or an admin);
+    /// on failure the guest still runs at the source.
     MigrationDone {
         /// The resource.
         resource: String,
+        /// Its destination.
+        to: HostId,
         /// Whether it now runs at the destination.
         ok: bool,
     },
-    /// A start (restart after a death) ended.
+    /// A start ended (a restart after a death, or an admin's start).
     StartDone {
         /// The resource.
         resource: String,
+        /// Where it was started.
+        host: HostId,
         /// Whether it now runs.
         ok: bool,
     },
@@ -588,7 +593,7 @@ impl Orchestrator {
                     h.health = health;
                 }
             }
-            Input::HostDead(host) => self.on_dead(host),
+            Input::HostDead(host) => self.on_dead(host, &mut out),
             Input::RecoveryAllowed(host) => {
                 if let Some(h) = self.hosts.get_mut(&host) {
                     if !h.live {
@@ -614,36 +619,34 @@ impl Orchestrator {
                     }
                 }
             }
-            Input::MigrationDone { resource, ok } => {
+            Input::MigrationDone { resource, to, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
-                    if let Placement::Migrating { from, to } = r.placement {
-                        r.placement = Placement::Running(if ok { to } else { from });
+                    if ok {
+                        r.placement = Placement::Running(to);
                         r.confirmed = true;
-                        if ok {
-                            r.last_move_ms = Some(self.now_ms);
-                        } else {
-                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
-                            out.push(Output::Event(Event::MigrationFailed {
-                                resource,
-                                host: from,
-                            }));
-                        }
+                        r.last_move_ms = Some(self.now_ms);
+                    } else if let Placement::Migrating { from, .. } = r.placement {
+                        r.placement = Placement::Running(from);
+                        r.confirmed = true;
+                        r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                        out.push(Output::Event(Event::MigrationFailed {
+                            resource,
+                            host: from,
+                        }));
                     }
                 }
             }
-            Input::StartDone { resource, ok } => {
+            Input::StartDone { resource, host, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
-                    if let Placement::Starting(host) = r.placement {
-                        if ok {
-                            r.placement = Placement::Running(host);
-                            r.confirmed = true;
-                            r.last_move_ms = Some(self.now_ms);
-                        } else {
-                            // Try again, elsewhere if another host is better.
-                            r.placement = Placement::Lost(host);
-                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
-                            out.push(Output::Event(Event::StartFailed { resource, host }));
-                        }
+                    if ok {
+                        r.placement = Placement::Running(host);
+                        r.confirmed = true;
+                        r.last_move_ms = Some(self.now_ms);
+                    } else if r.placement == Placement::Starting(host) {
+                        // Try again, elsewhere if another host is better.
+                        r.placement = Placement::Lost(host);
+                        r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                        out.push(Output::Event(Event::StartFailed { resource, host }));
                     }
                 }
             }
@@ -681,7 +684,7 @@ impl Orchestrator {
         self.quorate = quorate;
     }
 
-    fn on_dead(&mut self, host: HostId) {
+    fn on_dead(&mut self, host: HostId, out: &mut Vec<Output>) {
         let Some(h) = self.hosts.get_mut(&host) else {
             return;
         };
@@ -691,17 +694,25 @@ impl Orchestrator {
             return;
         }
         h.recovery = Recovery::Awaiting;
+        let mut lost_any = false;
         for r in self.resources.values_mut() {
             r.placement = match r.placement {
                 Placement::Running(on) | Placement::Starting(on) if on == host => {
+                    lost_any = true;
                     Placement::Lost(on)
                 }
                 // The guest was still at the dead source.
-                Placement::Migrating { from, .. } if from == host => Placement::Lost(from),
+                Placement::Migrating { from, .. } if from == host => {
+                    lost_any = true;
+                    Placement::Lost(from)
+                }
                 // The destination died: the guest still runs at the source.
                 Placement::Migrating { from, to } if to == host => Placement::Running(from),
                 other => other,
             };
+        }
+        if lost_any {
+            out.push(Output::Event(Event::AwaitingRecovery(host)));
         }
     }
 
@@ -764,13 +775,9 @@ impl Orchestrator {
                 _ => None,
             })
             .collect();
-        let mut awaiting = Vec::new();
         for (name, dead) in lost {
             let recovery = self.hosts.get(&dead).map(|h| h.recovery);
             if recovery != Some(Recovery::Allowed) {
-                if !awaiting.contains(&dead) {
-                    awaiting.push(dead);
-                }
                 continue;
             }
             let reason = Reason::HostFenced(dead);
@@ -791,9 +798,6 @@ impl Orchestrator {
                     reason,
                 })),
             }
-        }
-        for host in awaiting {
-            out.push(Output::Event(Event::AwaitingRecovery(host)));
         }
     }
 

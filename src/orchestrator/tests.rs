@@ -69,6 +69,25 @@ impl Sim {
         self.orch.handle(self.now_ms, input)
     }
 
+    /// Report the end of the move in flight for `resource` (a migration to
+    /// its destination, or a start), as the runtime would.
+    fn finish(&mut self, resource: &str, ok: bool) -> Vec<Output> {
+        let input = match self.orch.placement(resource) {
+            Some(Placement::Migrating { to, .. }) => Input::MigrationDone {
+                resource: resource.into(),
+                to,
+                ok,
+            },
+            Some(Placement::Starting(host)) => Input::StartDone {
+                resource: resource.into(),
+                host,
+                ok,
+            },
+            other => panic!("{resource} is not moving: {other:?}"),
+        };
+        self.input(input)
+    }
+
     fn advance(&mut self, ms: u64) -> Vec<Output> {
         self.now_ms += ms;
         self.orch.tick(self.now_ms)
@@ -130,10 +149,7 @@ fn uplink_loss_moves_guests_to_the_healthiest_host_after_the_grace_period() {
         sim.orch.placement("web"),
         Some(Placement::Migrating { from: H2, to: H1 })
     );
-    sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: true,
-    });
+    sim.finish("web", true);
     assert_eq!(sim.orch.placement("web"), Some(Placement::Running(H1)));
 }
 
@@ -177,10 +193,7 @@ fn migrations_leave_one_host_one_at_a_time() {
     });
     let first = actions(&sim.advance(1_000));
     assert_eq!(first, vec![migrate("a", H2, H1)]);
-    let out = sim.input(Input::MigrationDone {
-        resource: "a".into(),
-        ok: true,
-    });
+    let out = sim.finish("a", true);
     // H1 now holds 256 MiB more than H3: H3 has the most room.
     assert_eq!(actions(&out), vec![migrate("b", H2, H3)]);
 }
@@ -211,10 +224,7 @@ fn dead_host_guests_restart_only_once_recovery_is_allowed() {
             ..
         }
     )));
-    sim.input(Input::StartDone {
-        resource: "db".into(),
-        ok: true,
-    });
+    sim.finish("db", true);
     assert_eq!(sim.orch.placement("db"), Some(Placement::Running(H1)));
 }
 
@@ -348,7 +358,7 @@ fn flapping_uplink_moves_a_guest_at_most_once_per_interval() {
         for a in actions(&out) {
             moves.push(sim.now_ms);
             if let Action::Migrate { resource, .. } = a {
-                sim.input(Input::MigrationDone { resource, ok: true });
+                sim.finish(&resource, true);
             }
         }
     }
@@ -414,10 +424,7 @@ fn standby_evacuates_by_live_migration_without_waiting() {
     });
     let out = sim.input(Input::Standby { host: H3, on: true });
     assert_eq!(actions(&out), vec![migrate("web", H3, H1)]);
-    sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: true,
-    });
+    sim.finish("web", true);
     // Standby hosts receive nothing.
     sim.input(Input::Health {
         host: H1,
@@ -445,10 +452,7 @@ fn failback_happens_only_when_configured_and_not_for_sticky_guests() {
         });
         let out = sim.advance(1_000);
         assert_eq!(actions(&out), vec![migrate("web", H2, H1)]);
-        sim.input(Input::MigrationDone {
-            resource: "web".into(),
-            ok: true,
-        });
+        sim.finish("web", true);
         sim.input(Input::Health {
             host: H2,
             health: hp(100),
@@ -508,10 +512,7 @@ fn failed_migration_keeps_the_guest_at_the_source_and_is_retried_after_a_pause()
         health: hp(0),
     });
     assert_eq!(actions(&sim.advance(1_000)), vec![migrate("web", H2, H1)]);
-    let out = sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: false,
-    });
+    let out = sim.finish("web", false);
     assert!(events(&out).contains(&Event::MigrationFailed {
         resource: "web".into(),
         host: H2
@@ -555,7 +556,6 @@ fn any_host() -> impl Strategy<Value = HostId> {
 }
 
 fn any_input() -> impl Strategy<Value = Input> {
-    let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(String::from);
     prop_oneof![
         (proptest::collection::vec(any_host(), 0..=3), any::<bool>())
             .prop_map(|(live, quorate)| Input::View { live, quorate }),
@@ -568,16 +568,29 @@ fn any_input() -> impl Strategy<Value = Input> {
         any_host().prop_map(Input::HostDead),
         any_host().prop_map(Input::RecoveryAllowed),
         (any_host(), any::<bool>()).prop_map(|(host, on)| Input::Standby { host, on }),
-        (name.clone(), any::<bool>())
-            .prop_map(|(resource, ok)| Input::MigrationDone { resource, ok }),
-        (name, any::<bool>()).prop_map(|(resource, ok)| Input::StartDone { resource, ok }),
+    ]
+}
+
+/// A random step: an input, or the end of whatever move is in flight for a
+/// resource (a runtime reports only moves that happened).
+#[derive(Debug, Clone)]
+enum Step {
+    Input(Input),
+    Finish(String, bool),
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(String::from);
+    prop_oneof![
+        4 => any_input().prop_map(Step::Input),
+        1 => (name, any::<bool>()).prop_map(|(r, ok)| Step::Finish(r, ok)),
     ]
 }
 
 proptest! {
     #[test]
     fn invariants_hold_under_any_input_sequence(
-        steps in proptest::collection::vec((any_input(), 0_u64..20_000), 1..80)
+        steps in proptest::collection::vec((any_step(), 0_u64..20_000), 1..80)
     ) {
         let mut config = OrchestratorConfig::new(H1, hosts(1024));
         config.auto_failback = true;
@@ -590,11 +603,19 @@ proptest! {
         let mut sim = Sim::with_config(config, resources);
         let mut last_completed_move: BTreeMap<String, u64> = BTreeMap::new();
         let mut fenced: Vec<HostId> = Vec::new();
-        for (input, dt) in steps {
+        for (step, dt) in steps {
+            let input = match step {
+                Step::Input(input) => input,
+                Step::Finish(resource, ok) => match sim.orch.placement(&resource) {
+                    Some(Placement::Migrating { to, .. }) => Input::MigrationDone { resource, to, ok },
+                    Some(Placement::Starting(host)) => Input::StartDone { resource, host, ok },
+                    _ => continue,
+                },
+            };
             if let Input::RecoveryAllowed(h) = &input {
                 fenced.push(*h);
             }
-            if let Input::MigrationDone { resource, ok: true } = &input {
+            if let Input::MigrationDone { resource, ok: true, .. } = &input {
                 if matches!(sim.orch.placement(resource), Some(Placement::Migrating { .. })) {
                     last_completed_move.insert(resource.clone(), sim.now_ms);
                 }

@@ -161,7 +161,13 @@ enum Inbox {
 
 /// A worker's result.
 enum Work {
-    Monitored(Vec<String>),
+    /// What runs here, checked while `actions` local actions had begun or
+    /// ended (a report overtaken by an action is dropped: it may predate
+    /// the move).
+    Monitored {
+        running: Vec<String>,
+        actions: u64,
+    },
     Migrated {
         resource: String,
         to: NodeId,
@@ -318,6 +324,7 @@ impl HaNode {
             next_report: Instant::now(),
             monitoring: false,
             orchestrate: cluster_orchestrates,
+            actions: 0,
         };
         ha.spawn("perfplus-ha", move || ha_loop.run(&from_all))?;
         Ok(ha)
@@ -501,6 +508,8 @@ struct HaLoop {
     /// Whether this host takes part in deciding (else it only carries out
     /// requests: Pacemaker or an admin decides).
     orchestrate: bool,
+    /// Local actions begun or ended so far (see [`Work::Monitored`]).
+    actions: u64,
 }
 
 impl HaLoop {
@@ -685,12 +694,18 @@ impl HaLoop {
                 }
                 (ack(true, ""), outputs)
             }
-            Message::MigrationDone { resource, ok, .. } => {
-                let outputs = self.input(Input::MigrationDone { resource, ok });
+            Message::MigrationDone {
+                resource, to, ok, ..
+            } => {
+                let outputs = self.input(Input::MigrationDone { resource, to, ok });
                 (ack(true, ""), outputs)
             }
             Message::StartDone { resource, ok } => {
-                let outputs = self.input(Input::StartDone { resource, ok });
+                let outputs = self.input(Input::StartDone {
+                    resource,
+                    host: from,
+                    ok,
+                });
                 (ack(true, ""), outputs)
             }
             Message::Standby { host, on } => {
@@ -716,8 +731,11 @@ impl HaLoop {
 
     fn on_work(&mut self, work: Work) -> Vec<Output> {
         match work {
-            Work::Monitored(running) => {
+            Work::Monitored { running, actions } => {
                 self.monitoring = false;
+                if actions != self.actions {
+                    return Vec::new();
+                }
                 let report = Message::Report {
                     host: self.local,
                     running: running.clone(),
@@ -740,6 +758,7 @@ impl HaLoop {
                 downtime_us,
                 bytes,
             } => {
+                self.actions += 1;
                 self.emit(HaEvent::ActionFinished {
                     action: Action::Migrate {
                         resource: resource.clone(),
@@ -756,13 +775,14 @@ impl HaLoop {
                     downtime_us,
                     bytes,
                 });
-                self.input(Input::MigrationDone { resource, ok })
+                self.input(Input::MigrationDone { resource, to, ok })
             }
             Work::Started {
                 resource,
                 ok,
                 detail,
             } => {
+                self.actions += 1;
                 self.emit(HaEvent::ActionFinished {
                     action: Action::Start {
                         resource: resource.clone(),
@@ -775,7 +795,11 @@ impl HaLoop {
                     resource: resource.clone(),
                     ok,
                 });
-                self.input(Input::StartDone { resource, ok })
+                self.input(Input::StartDone {
+                    resource,
+                    host: self.local,
+                    ok,
+                })
             }
             Work::Joined(statuses) => {
                 self.joined = true;
@@ -812,7 +836,11 @@ impl HaLoop {
                 }
                 outputs
             }
-            Work::ResourcesStopped | Work::Stopped => Vec::new(),
+            Work::ResourcesStopped => Vec::new(),
+            Work::Stopped => {
+                self.actions += 1;
+                Vec::new()
+            }
             Work::Undelivered(input) => self.input(input),
         }
     }
@@ -845,6 +873,7 @@ impl HaLoop {
                     },
                     Input::MigrationDone {
                         resource: resource.clone(),
+                        to: *to,
                         ok: false,
                     },
                 );
@@ -857,6 +886,7 @@ impl HaLoop {
                     },
                     Input::StartDone {
                         resource: resource.clone(),
+                        host: *on,
                         ok: false,
                     },
                 );
@@ -901,7 +931,10 @@ impl HaLoop {
         }
     }
 
-    fn worker(&self, name: &str, body: impl FnOnce() -> Work + Send + 'static) {
+    fn worker(&mut self, name: &str, body: impl FnOnce() -> Work + Send + 'static) {
+        if name != "perfplus-monitor" {
+            self.actions += 1;
+        }
         let inbox = self.inbox.clone();
         let spawned = std::thread::Builder::new()
             .name(name.into())
@@ -923,6 +956,7 @@ impl HaLoop {
             DriverResource {
                 name: name.into(),
                 params: config.params.clone(),
+                memory_mib: Some(config.spec.memory_mib),
             },
         ))
     }
@@ -1086,6 +1120,7 @@ impl HaLoop {
             return;
         }
         self.monitoring = true;
+        let actions = self.actions;
         let work: Vec<(SharedDriver, DriverResource)> = self
             .drivers
             .keys()
@@ -1102,7 +1137,7 @@ impl HaLoop {
                     }
                 }
             }
-            Work::Monitored(running)
+            Work::Monitored { running, actions }
         });
     }
 
