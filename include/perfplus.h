@@ -215,12 +215,16 @@ typedef enum {
     // Before a live round: the policy decided (`decision`) from the
     // round's numbers.
     PERFPLUS_MIGRATION_ROUND = 1,
+    // A batch of pages went out (in a live round or the final pass):
+    // `round_pages_sent` of `round_pages`, `bytes_sent_total`. For progress
+    // bars; comes many times per round.
+    PERFPLUS_MIGRATION_SENT = 2,
     // The guest is paused at the source; `final_pages` go in the final pass.
-    PERFPLUS_MIGRATION_PAUSED = 2,
+    PERFPLUS_MIGRATION_PAUSED = 3,
     // The receiver applied and verified the whole stream.
-    PERFPLUS_MIGRATION_VERIFIED = 3,
+    PERFPLUS_MIGRATION_VERIFIED = 4,
     // The guest runs at the receiver; `downtime_ms` is known.
-    PERFPLUS_MIGRATION_RESUMED = 4,
+    PERFPLUS_MIGRATION_RESUMED = 5,
 } perfplus_migration_phase;
 
 // What a policy wants next.
@@ -422,10 +426,14 @@ typedef struct {
     // Downtime predicted if the guest were paused now, ms (INFINITY until
     // the bandwidth is known).
     double predicted_downtime_ms;
-    // Pages sent so far.
+    // Pages sent before this round.
     uint64_t pages_sent_total;
-    // Bytes on the wire so far.
+    // Bytes on the wire so far (updated at ROUND and SENT).
     uint64_t bytes_sent_total;
+    // SENT: pages of the current round (or final pass) sent so far.
+    uint64_t round_pages_sent;
+    // SENT: pages the current round (or final pass) sends in all.
+    uint64_t round_pages;
     // RESUMED: the guest's downtime, ms (0 before).
     double downtime_ms;
     // The policy's last decision (at ROUND: this round's).
@@ -433,9 +441,10 @@ typedef struct {
 } perfplus_migration_progress;
 
 // Called on the migrating thread with each step of a migration. Return 0
-// to go on; non-zero at ROUND or PAUSED cancels the migration (the guest
-// resumes at the source, and the call returns
-// `PERFPLUS_RESULT_MIGRATION_ABORTED`); at VERIFIED and RESUMED the guest
+// to go on; non-zero cancels the migration (the guest resumes at the
+// source, and the call returns `PERFPLUS_RESULT_MIGRATION_ABORTED`): at
+// ROUND and PAUSED at once, at SENT when the batch in flight is done
+// (at the next ROUND or PAUSED). At VERIFIED and RESUMED the guest
 // already belongs to the receiver and the answer is ignored. No lock is
 // held during the call; it must not free the objects the migration uses.
 typedef int32_t (*perfplus_migration_progress_fn)(void *userdata, const perfplus_migration_progress *progress);
@@ -599,8 +608,11 @@ perfplus_result perfplus_last_error(char *buf, size_t len, size_t *out_len);
 // Start an HA node on this host from the native configuration file at
 // `config_path` (its `[[nodes]]`, `[[links]]`, `[[resources]]`, ...; see
 // the README), as node `node_name` (NULL: the file's `node`, else the
-// host name). Resources are driven by their configured drivers (OCF
-// agents run with this process's environment, e.g. `HA_RSCTMP`). This
+// host name). Resources are driven by their configured drivers: OCF
+// agents run with this process's environment (e.g. `HA_RSCTMP`); arena
+// guests run `perfplus-arena-guest` from `PATH`, or the program named by
+// the environment variable `PERFPLUS_ARENA_GUEST`, and arrive on this
+// node's `migration` address. This
 // starts the node's threads (the first this library starts): membership,
 // the control listener, the HA loop, the event thread.
 //

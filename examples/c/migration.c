@@ -67,18 +67,32 @@ static const char *action_name(perfplus_precopy_action a) {
 
 /* What the progress callback saw; it runs on the migrating (this) thread. */
 struct progress_log {
-    int rounds, paused, verified, resumed;
-    int out_of_order;           /* a phase after a later one */
+    int rounds, sent, paused, verified, resumed;
+    int out_of_order;           /* a phase after a later one (batches aside) */
+    int bad_batch;              /* a batch count beyond its round's */
     perfplus_migration_phase last_phase;
-    int cancel_at_round;        /* -1: never cancel */
+    int cancel_at_batch;        /* 1: ask to cancel at the first batch sent */
     int cancelled;
 };
 
 static int32_t on_progress(void *userdata, const perfplus_migration_progress *p) {
     struct progress_log *log = userdata;
-    if (p->phase < log->last_phase) log->out_of_order++;
-    log->last_phase = p->phase;
+    if (p->phase != PERFPLUS_MIGRATION_SENT) {
+        if (p->phase < log->last_phase) log->out_of_order++;
+        log->last_phase = p->phase;
+    }
     switch (p->phase) {
+    case PERFPLUS_MIGRATION_SENT:
+        /* Many per round: a progress bar's numbers. */
+        log->sent++;
+        if (p->round_pages_sent == 0 || p->round_pages_sent > p->round_pages) log->bad_batch++;
+        if (log->cancel_at_batch && !log->cancelled) {
+            printf("progress: cancelling after %llu of %llu pages of round %u\n",
+                   (unsigned long long)p->round_pages_sent, (unsigned long long)p->round_pages, p->round);
+            log->cancelled++;
+            return 1;
+        }
+        break;
     case PERFPLUS_MIGRATION_ROUND:
         log->rounds++;
         printf("progress: round %u: %llu dirty, %llu deferred, %.0f pages/s dirtied, %.1f MB/s, "
@@ -86,11 +100,6 @@ static int32_t on_progress(void *userdata, const perfplus_migration_progress *p)
                p->round, (unsigned long long)p->dirty_pages, (unsigned long long)p->deferred_pages,
                p->dirty_rate_pages_per_s, p->bandwidth_bytes_per_s / 1e6, p->predicted_downtime_ms,
                action_name(p->decision.action), p->decision.reason);
-        if (log->cancel_at_round >= 0 && (int)p->round >= log->cancel_at_round) {
-            printf("progress: cancelling at round %u\n", p->round);
-            log->cancelled++;
-            return 1;
-        }
         break;
     case PERFPLUS_MIGRATION_PAUSED:
         log->paused++;
@@ -148,7 +157,7 @@ int main(int argc, char **argv) {
     const char *dir = argv[3];
     perfplus_result rc;
     perfplus_migration_report report;
-    struct progress_log quiet = {0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, -1, 0};
+    struct progress_log quiet = {0, 0, 0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, 0, 0};
 
     /* --- NULL arguments: refused, with a message naming function and argument. */
     rc = perfplus_migration_config_new(NULL);
@@ -239,12 +248,13 @@ int main(int argc, char **argv) {
     CHECK(rc == PERFPLUS_RESULT_OK && thread_count() == 2, "the receiver runs on its own thread");
     rc = perfplus_receiver_set_max_memory_mib(rx, 8);
     CHECK(rc == PERFPLUS_RESULT_INVALID_STATE, "a started receiver keeps its settings: %s", last_error());
-    struct progress_log log = {0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, -1, 0};
+    struct progress_log log = {0, 0, 0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, 0, 0};
     memset(&report, 0, sizeof report);
     rc = perfplus_migration_send_sim(cfg, workload, scale, address, on_progress, &log, &report);
     CHECK(rc == PERFPLUS_RESULT_OK, "the guest moved: %s", rc ? last_error() : "ok");
     CHECK(log.rounds >= 2 && log.paused == 1 && log.verified == 1 && log.resumed == 1 && log.out_of_order == 0,
           "progress: rounds, then paused, verified, resumed, in order");
+    CHECK(log.sent >= log.rounds && log.bad_batch == 0, "progress: every batch sent, counted within its round");
     printf("   report: policy %s, %u rounds, downtime %.2f ms, total %.1f ms, %llu bytes, "
            "%llu pages (%llu zero, %llu raw, %llu delta), %llu in the final pass, stopped: %s\n",
            report.policy, report.rounds, report.downtime_ms, report.total_ms,
@@ -270,19 +280,21 @@ int main(int argc, char **argv) {
     perfplus_receiver_free(rx);
     CHECK(thread_count() == 1, "the receiver's thread ended (%d left)", thread_count());
 
-    /* --- A progress callback that cancels: the guest stays at the source. */
+    /* --- A progress callback that cancels (in the middle of a round: at the
+     * end of that round): the guest stays at the source. */
     rx = new_receiver(address, sizeof address);
     struct accept_job job;
     memset(&job, 0, sizeof job);
     job.rx = rx;
     pthread_t t;
     pthread_create(&t, NULL, accept_thread, &job);
-    struct progress_log cancel = {0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, 1, 0};
+    struct progress_log cancel = {0, 0, 0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, 1, 0};
     memset(&report, 0x5a, sizeof report);
     rc = perfplus_migration_send_sim(cfg, workload, scale, address, on_progress, &cancel, &report);
     CHECK(rc == PERFPLUS_RESULT_MIGRATION_ABORTED && cancel.cancelled == 1 && cancel.paused == 0,
           "cancelling gives %s", perfplus_result_name(rc));
-    CHECK(strstr(last_error(), "the guest is running at the source: cancelled by the caller") != NULL,
+    CHECK(strstr(last_error(), "migration aborted during pre-copy round 1; the guest is running at the source: "
+                               "cancelled by the caller") != NULL,
           "last error: %s", last_error());
     CHECK(report.rounds == 0x5a5a5a5a, "no report is written on failure");
     pthread_join(t, NULL);
@@ -310,7 +322,7 @@ int main(int argc, char **argv) {
         CHECK(rc == PERFPLUS_RESULT_OK, "xen-default chosen");
         rx = new_receiver(address, sizeof address);
         perfplus_receiver_start(rx);
-        struct progress_log xlog = {0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, -1, 0};
+        struct progress_log xlog = {0, 0, 0, 0, 0, 0, 0, PERFPLUS_MIGRATION_ROUND, 0, 0};
         rc = perfplus_migration_send_sim(xen, workload, scale, address, on_progress, &xlog, &report);
         CHECK(rc == PERFPLUS_RESULT_OK && strcmp(report.policy, "xen-default") == 0 && report.delta_pages == 0
                   && report.zero_pages == 0,

@@ -25,6 +25,7 @@ use super::handle::{
 };
 use super::node::{c_event, perfplus_node_event, perfplus_userdata_free_fn};
 use super::result::perfplus_result;
+use crate::backend::arena::GuestCommand;
 use crate::config::NodeConfig;
 use crate::driver::StandardDrivers;
 use crate::membership::NodeId;
@@ -353,8 +354,11 @@ impl HaEventHandler for HaCallback {
 /// Start an HA node on this host from the native configuration file at
 /// `config_path` (its `[[nodes]]`, `[[links]]`, `[[resources]]`, ...; see
 /// the README), as node `node_name` (NULL: the file's `node`, else the
-/// host name). Resources are driven by their configured drivers (OCF
-/// agents run with this process's environment, e.g. `HA_RSCTMP`). This
+/// host name). Resources are driven by their configured drivers: OCF
+/// agents run with this process's environment (e.g. `HA_RSCTMP`); arena
+/// guests run `perfplus-arena-guest` from `PATH`, or the program named by
+/// the environment variable `PERFPLUS_ARENA_GUEST`, and arrive on this
+/// node's `migration` address. This
 /// starts the node's threads (the first this library starts): membership,
 /// the control listener, the HA loop, the event thread.
 ///
@@ -423,7 +427,24 @@ pub unsafe extern "C" fn perfplus_ha_node_start(
             .map(str::to_string)
             .unwrap_or_else(|| format!("node{}", config.local.0));
         let hosts = config.nodes.iter().map(|n| n.id.0).collect();
-        let drivers = StandardDrivers::new(&local_name);
+        let guest_program = std::env::var_os("PERFPLUS_ARENA_GUEST")
+            .unwrap_or_else(|| "perfplus-arena-guest".into());
+        let drivers = StandardDrivers::for_node(
+            &config,
+            &local_name,
+            GuestCommand::new(guest_program, &[]),
+            |_| {},
+        )
+        .map_err(|e| {
+            let code = match e {
+                crate::driver::DriverError::Io { .. } => perfplus_result::PERFPLUS_RESULT_IO,
+                _ => perfplus_result::PERFPLUS_RESULT_INVALID_CONFIG,
+            };
+            Failure::new(
+                code,
+                format!("{NAME}: the arena guests cannot start here: {e}"),
+            )
+        })?;
         let node = HaNode::start(config, &drivers, handler).map_err(|e| {
             let mut failure = Failure::from(crate::Error::from(e));
             failure.message = format!("{NAME}: {}", failure.message);

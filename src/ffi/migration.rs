@@ -68,12 +68,16 @@ pub enum perfplus_migration_phase {
     /// Before a live round: the policy decided (`decision`) from the
     /// round's numbers.
     PERFPLUS_MIGRATION_ROUND = 1,
+    /// A batch of pages went out (in a live round or the final pass):
+    /// `round_pages_sent` of `round_pages`, `bytes_sent_total`. For progress
+    /// bars; comes many times per round.
+    PERFPLUS_MIGRATION_SENT = 2,
     /// The guest is paused at the source; `final_pages` go in the final pass.
-    PERFPLUS_MIGRATION_PAUSED = 2,
+    PERFPLUS_MIGRATION_PAUSED = 3,
     /// The receiver applied and verified the whole stream.
-    PERFPLUS_MIGRATION_VERIFIED = 3,
+    PERFPLUS_MIGRATION_VERIFIED = 4,
     /// The guest runs at the receiver; `downtime_ms` is known.
-    PERFPLUS_MIGRATION_RESUMED = 4,
+    PERFPLUS_MIGRATION_RESUMED = 5,
 }
 
 /// A migration's progress, passed to a `perfplus_migration_progress_fn`.
@@ -102,10 +106,14 @@ pub struct perfplus_migration_progress {
     /// Downtime predicted if the guest were paused now, ms (INFINITY until
     /// the bandwidth is known).
     pub predicted_downtime_ms: f64,
-    /// Pages sent so far.
+    /// Pages sent before this round.
     pub pages_sent_total: u64,
-    /// Bytes on the wire so far.
+    /// Bytes on the wire so far (updated at ROUND and SENT).
     pub bytes_sent_total: u64,
+    /// SENT: pages of the current round (or final pass) sent so far.
+    pub round_pages_sent: u64,
+    /// SENT: pages the current round (or final pass) sends in all.
+    pub round_pages: u64,
     /// RESUMED: the guest's downtime, ms (0 before).
     pub downtime_ms: f64,
     /// The policy's last decision (at ROUND: this round's).
@@ -113,9 +121,10 @@ pub struct perfplus_migration_progress {
 }
 
 /// Called on the migrating thread with each step of a migration. Return 0
-/// to go on; non-zero at ROUND or PAUSED cancels the migration (the guest
-/// resumes at the source, and the call returns
-/// `PERFPLUS_RESULT_MIGRATION_ABORTED`); at VERIFIED and RESUMED the guest
+/// to go on; non-zero cancels the migration (the guest resumes at the
+/// source, and the call returns `PERFPLUS_RESULT_MIGRATION_ABORTED`): at
+/// ROUND and PAUSED at once, at SENT when the batch in flight is done
+/// (at the next ROUND or PAUSED). At VERIFIED and RESUMED the guest
 /// already belongs to the receiver and the answer is ignored. No lock is
 /// held during the call; it must not free the objects the migration uses.
 pub type perfplus_migration_progress_fn = Option<
@@ -195,6 +204,9 @@ pub(crate) struct ProgressCallback {
     callback: perfplus_migration_progress_fn,
     userdata: *mut c_void,
     last: perfplus_migration_progress,
+    /// The callback asked to cancel where the engine cannot stop at once
+    /// (a batch in flight): cancel at the next point where it can.
+    cancel_pending: bool,
 }
 
 impl ProgressCallback {
@@ -215,6 +227,8 @@ impl ProgressCallback {
                 predicted_downtime_ms: f64::INFINITY,
                 pages_sent_total: 0,
                 bytes_sent_total: 0,
+                round_pages_sent: 0,
+                round_pages: 0,
                 downtime_ms: 0.0,
                 decision: perfplus_decision::from_decision(&crate::migration::Decision {
                     action: crate::migration::Action::Continue,
@@ -223,6 +237,7 @@ impl ProgressCallback {
                     reason: "",
                 }),
             },
+            cancel_pending: false,
         }
     }
 
@@ -244,6 +259,18 @@ impl ProgressCallback {
                 p.pages_sent_total = stats.pages_sent_total;
                 p.bytes_sent_total = stats.bytes_sent_total;
                 p.decision = perfplus_decision::from_decision(decision);
+            }
+            Progress::Sent {
+                round,
+                round_pages_sent,
+                round_pages,
+                bytes_on_wire,
+            } => {
+                p.phase = P::PERFPLUS_MIGRATION_SENT;
+                p.round = *round;
+                p.round_pages_sent = *round_pages_sent;
+                p.round_pages = *round_pages;
+                p.bytes_sent_total = *bytes_on_wire;
             }
             Progress::Paused {
                 final_pages,
@@ -273,10 +300,12 @@ impl ProgressCallback {
         // `callback` is a valid function taking this userdata, on this
         // thread; the progress struct outlives the call.
         let answer = unsafe { callback(self.userdata, &self.last) };
-        if answer == 0 {
-            ProgressFlow::Continue
-        } else {
-            ProgressFlow::Cancel
+        self.cancel_pending |= answer != 0;
+        match progress {
+            Progress::Decided { .. } | Progress::Paused { .. } if self.cancel_pending => {
+                ProgressFlow::Cancel
+            }
+            _ => ProgressFlow::Continue,
         }
     }
 }
