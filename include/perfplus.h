@@ -646,8 +646,9 @@ perfplus_result perfplus_ha_node_status_json(const perfplus_ha_node *node, char 
 // Put host `host_id` in standby (`on`: its resources are evacuated by
 // live migration, and it takes no new ones) or take it out, cluster-wide.
 // Returns at once; the decisions and actions arrive as events.
-// `PERFPLUS_RESULT_UNKNOWN_NODE` if `host_id` is not configured. May be
-// called from the event callback.
+// `PERFPLUS_RESULT_UNKNOWN_NODE` if `host_id` is not configured,
+// `PERFPLUS_RESULT_INVALID_STATE` once the node is stopped. May be called
+// from the event callback.
 //
 // # Safety
 // `node` must be a live node or NULL.

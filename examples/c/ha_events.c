@@ -329,6 +329,8 @@ int main(int argc, char **argv) {
     CHECK(rc == PERFPLUS_RESULT_OK, "alpha stopped");
     CHECK(read_seen(&seen.destroyed) == 1, "stop released the userdata once");
     CHECK(perfplus_ha_node_stop(node) == PERFPLUS_RESULT_OK, "stop is idempotent");
+    rc = perfplus_ha_node_standby(node, 1, true);
+    CHECK(rc == PERFPLUS_RESULT_INVALID_STATE, "a stopped node takes no requests: %s", last_error());
     perfplus_ha_node_free(node);
     CHECK(read_seen(&seen.destroyed) == 1, "free did not release it again");
     CHECK(thread_count() == 1, "every thread joined (%d left)", thread_count());

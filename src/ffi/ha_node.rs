@@ -48,6 +48,8 @@ pub(crate) struct HaNodeHandle {
     node: HaNode,
     /// Every configured node id, to check standby requests.
     hosts: Vec<u16>,
+    /// `perfplus_ha_node_stop` ran: requests would go nowhere.
+    stopped: bool,
 }
 
 impl BoxHandle for perfplus_ha_node {
@@ -450,7 +452,11 @@ pub unsafe extern "C" fn perfplus_ha_node_start(
             failure.message = format!("{NAME}: {}", failure.message);
             failure
         })?;
-        out.write(box_handle::<perfplus_ha_node>(HaNodeHandle { node, hosts }));
+        out.write(box_handle::<perfplus_ha_node>(HaNodeHandle {
+            node,
+            hosts,
+            stopped: false,
+        }));
         Ok(())
     })
 }
@@ -487,8 +493,9 @@ pub unsafe extern "C" fn perfplus_ha_node_status_json(
 /// Put host `host_id` in standby (`on`: its resources are evacuated by
 /// live migration, and it takes no new ones) or take it out, cluster-wide.
 /// Returns at once; the decisions and actions arrive as events.
-/// `PERFPLUS_RESULT_UNKNOWN_NODE` if `host_id` is not configured. May be
-/// called from the event callback.
+/// `PERFPLUS_RESULT_UNKNOWN_NODE` if `host_id` is not configured,
+/// `PERFPLUS_RESULT_INVALID_STATE` once the node is stopped. May be called
+/// from the event callback.
 ///
 /// # Safety
 /// `node` must be a live node or NULL.
@@ -509,6 +516,12 @@ pub unsafe extern "C" fn perfplus_ha_node_standby(
                     "{NAME}: node {host_id} is not configured (configured: {:?})",
                     node.hosts
                 ),
+            ));
+        }
+        if node.stopped {
+            return Err(Failure::new(
+                perfplus_result::PERFPLUS_RESULT_INVALID_STATE,
+                format!("{NAME}: the node is stopped"),
             ));
         }
         node.node.standby(NodeId(host_id), on);
@@ -541,6 +554,7 @@ pub unsafe extern "C" fn perfplus_ha_node_stop(node: *mut perfplus_ha_node) -> p
             ));
         }
         node.node.stop();
+        node.stopped = true;
         Ok(())
     })
 }
