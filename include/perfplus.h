@@ -880,7 +880,10 @@ perfplus_result perfplus_node_config_new(const char *cluster_name, perfplus_node
 perfplus_result perfplus_node_config_from_file(const char *path, perfplus_node_config **out);
 
 // Read Heartbeat's `ha.cf` and `authkeys` (refused if group or others can
-// read it) for the node named `node_name` (NULL: this host's name).
+// read it) for the node named `node_name` (NULL: this host's name). The
+// node joins the Heartbeat 3 cluster those files describe, speaking
+// Heartbeat's own protocol on its media; it keeps the UUID and generation
+// Heartbeat nodes know it by in `/var/lib/perfplus/heartbeat`.
 //
 // # Safety
 // `ha_cf` and `authkeys` must be NUL-terminated strings, `node_name` one or
@@ -960,6 +963,17 @@ perfplus_result perfplus_node_config_add_ping_node(perfplus_node_config *config,
 // # Safety
 // `config` must be a live configuration or NULL.
 perfplus_result perfplus_node_config_set_fencing(perfplus_node_config *config, bool required);
+
+// Where a node of a Heartbeat 3 cluster (a configuration from
+// `perfplus_node_config_from_heartbeat`) keeps the UUID and generation
+// Heartbeat nodes know it by (default `/var/lib/perfplus/heartbeat`,
+// created at start). `PERFPLUS_RESULT_INVALID_ARGUMENT` for a
+// configuration that speaks perfplus's own protocol.
+//
+// # Safety
+// `config` must be a live configuration or NULL; `path` a NUL-terminated
+// string or NULL.
+perfplus_result perfplus_node_config_set_state_dir(perfplus_node_config *config, const char *path);
 
 // Free a configuration; NULL is a no-op.
 //

@@ -9,6 +9,7 @@
 //! perfplus start   --config FILE [--node NAME] RESOURCE
 //! perfplus stop    --config FILE [--node NAME] RESOURCE
 //! perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST
+//! perfplus check   --config FILE [--node NAME] [RESOURCE]
 //! ```
 //!
 //! `node` runs this host's cluster node: membership, the orchestrator
@@ -25,7 +26,11 @@
 //! The other commands talk to the node on this host (the `control`
 //! address of `--node`, by default this host's name) over the
 //! authenticated control channel; `start`, `stop` and `migrate` return when
-//! the action is done.
+//! the action is done. `status --resource R --here` asks the node to look
+//! now (R's driver's monitor), not what the cluster last heard, so a
+//! resource agent's `monitor` sees the outcome of the `start` or `stop`
+//! it just ran. `check` only reads the configuration (no node needed):
+//! it is valid, names this host, and configures RESOURCE.
 //!
 //! Exit codes a script can rely on:
 //!
@@ -33,7 +38,7 @@
 //! |---|---|
 //! | 0 | done (`status --resource`: it runs, here with `--here`) |
 //! | 1 | the action failed (the message says why) |
-//! | 2 | bad usage or configuration |
+//! | 2 | bad usage or configuration (an unknown resource too) |
 //! | 3 | the local node is not running or not reachable |
 //! | 7 | `status --resource`: it does not run (here, with `--here`) |
 
@@ -64,7 +69,8 @@ const USAGE: &str = "usage:
   perfplus standby --config FILE [--node NAME] HOST on|off
   perfplus start   --config FILE [--node NAME] RESOURCE
   perfplus stop    --config FILE [--node NAME] RESOURCE
-  perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST";
+  perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST
+  perfplus check   --config FILE [--node NAME] [RESOURCE]";
 
 /// Exit codes (see the module documentation).
 const EXIT_FAILED: u8 = 1;
@@ -150,6 +156,7 @@ fn main() -> ExitCode {
         "standby" => standby(&args),
         "start" | "stop" => start_stop(&args),
         "migrate" => migrate(&args),
+        "check" => check(&args),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -169,7 +176,7 @@ fn main() -> ExitCode {
 
 fn load_config(args: &Args) -> Result<NodeConfig, Failure> {
     let config = match (&args.config, &args.ha_cf) {
-        (Some(path), None) => NodeConfig::from_toml_file(path),
+        (Some(path), None) => NodeConfig::from_toml_file_for(path, args.node.as_deref()),
         (None, Some(ha_cf)) => {
             let authkeys = args
                 .authkeys
@@ -338,6 +345,9 @@ fn expect_ack(reply: Message) -> Result<(), Failure> {
 }
 
 fn status(args: &Args) -> Result<(), Failure> {
+    if let (Some(resource), true) = (&args.resource, args.here) {
+        return probe(args, resource);
+    }
     let reply = ask_local(args, &Message::StatusRequest, Duration::ZERO)?;
     let Message::Status { json } = reply else {
         return Err(Failure(EXIT_FAILED, format!("unexpected reply {reply:?}")));
@@ -354,7 +364,7 @@ fn status(args: &Args) -> Result<(), Failure> {
             .iter()
             .find(|r| &r.name == resource)
             .ok_or_else(|| Failure::usage(format!("`{resource}` is not a configured resource")))?;
-        let running = r.state == "running" && (!args.here || r.host == Some(status.node));
+        let running = r.state == "running";
         if args.json {
             println!("{}", serde_json::to_string(r).unwrap_or_default());
         } else {
@@ -369,10 +379,7 @@ fn status(args: &Args) -> Result<(), Failure> {
         } else {
             Err(Failure(
                 EXIT_NOT_RUNNING,
-                format!(
-                    "{resource} is not running{}",
-                    if args.here { " here" } else { "" }
-                ),
+                format!("{resource} is not running"),
             ))
         };
     }
@@ -442,4 +449,82 @@ fn migrate(args: &Args) -> Result<(), Failure> {
         to,
     };
     expect_ack(ask_local(args, &message, ANSWER_TIMEOUT)?)
+}
+
+/// `status --resource R --here`: the node asks R's driver now.
+fn probe(args: &Args, resource: &str) -> Result<(), Failure> {
+    configured(args, resource)?;
+    let reply = ask_local(
+        args,
+        &Message::Probe {
+            resource: resource.into(),
+        },
+        ANSWER_TIMEOUT,
+    )?;
+    let running = match reply {
+        Message::Probed { running, .. } => running,
+        Message::Ack { message, .. } => {
+            return Err(Failure(
+                EXIT_FAILED,
+                format!("{resource}: the check failed: {message}"),
+            ))
+        }
+        other => return Err(Failure(EXIT_FAILED, format!("unexpected reply {other:?}"))),
+    };
+    let state = if running { "running" } else { "stopped" };
+    if args.json {
+        println!(
+            "{{\"name\":{},\"here\":\"{state}\"}}",
+            serde_json::Value::from(resource)
+        );
+    } else {
+        println!("{resource}: {state} here");
+    }
+    if running {
+        Ok(())
+    } else {
+        Err(Failure(
+            EXIT_NOT_RUNNING,
+            format!("{resource} is not running here"),
+        ))
+    }
+}
+
+/// Fail with a usage error unless `resource` is configured.
+fn configured(args: &Args, resource: &str) -> Result<NodeConfig, Failure> {
+    let config = load_config(args)?;
+    if config.cluster.resource(resource).is_none() {
+        return Err(Failure::usage(format!(
+            "{}: `{resource}` is not a configured resource",
+            config.source
+        )));
+    }
+    Ok(config)
+}
+
+/// `check`: the configuration is valid, names this host and RESOURCE.
+fn check(args: &Args) -> Result<(), Failure> {
+    let config = match &args.positional[..] {
+        [] => load_config(args)?,
+        [resource] => configured(args, resource)?,
+        _ => {
+            return Err(Failure::usage(format!(
+                "check takes at most one RESOURCE\n{USAGE}"
+            )))
+        }
+    };
+    let name = config.local_name().unwrap_or_default().to_string();
+    let control = config
+        .cluster
+        .host(config.local)
+        .and_then(|h| h.control)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "none".into());
+    println!(
+        "{}: node {} ({name}), control {control}, {} resources",
+        config.source,
+        config.local.0,
+        config.cluster.resources.len()
+    );
+    Ok(())
 }

@@ -142,6 +142,16 @@ struct FencingFile {
 }
 
 pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+    parse_for(text, path, None)
+}
+
+/// As [`parse`], for the node named `node` if given (over the file's
+/// `node` and the host name).
+pub(super) fn parse_for(
+    text: &str,
+    path: &Path,
+    node: Option<&str>,
+) -> Result<NodeConfig, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |span| {
             text[..span.start.min(text.len())].matches('\n').count() + 1
@@ -196,7 +206,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
             votes: n.votes.unwrap_or(1),
         })
         .collect();
-    let local_name = match file.node {
+    let local_name = match node.map(str::to_string).or(file.node) {
         Some(name) => name,
         None => local_hostname()?,
     };
@@ -459,6 +469,23 @@ command = ["/bin/true"]
         assert!(
             err.starts_with("node.toml:5: unknown field `interval_msec`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_node_named_by_the_caller_wins_over_the_file_and_the_host_name() {
+        // One file for every host: no `node`, and the host name unknown.
+        let text = SAMPLE.replace("node = \"beta\"", "");
+        let c = parse_for(&text, Path::new("node.toml"), Some("alpha")).unwrap();
+        assert_eq!(c.local, NodeId(1));
+        let c = parse_for(SAMPLE, Path::new("node.toml"), Some("alpha")).unwrap();
+        assert_eq!(c.local, NodeId(1), "over the file's `node = \"beta\"`");
+        let err = parse_for(SAMPLE, Path::new("node.toml"), Some("gamma"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "node.toml: this node `gamma` is not among [[nodes]] (alpha, beta)"
         );
     }
 

@@ -160,6 +160,15 @@ fn node_code(e: &crate::runtime::NodeError) -> perfplus_result {
         N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
         N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
         N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
+        N::Heartbeat(e) => {
+            use crate::heartbeat::HeartbeatError as H;
+            match e {
+                H::Io { .. } | H::CorruptIdentity { .. } => R::PERFPLUS_RESULT_IO,
+                H::NodeNotListed { .. } | H::Timing { .. } | H::ZeroGeneration => {
+                    R::PERFPLUS_RESULT_INVALID_CONFIG
+                }
+            }
+        }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct Heartbeat {
     pub quorate: bool,
     /// The sender is leaving the cluster cleanly (it stopped its resources).
     pub leaving: bool,
+    /// The longest silence after which the sender asks to be declared dead,
+    /// ms (a Heartbeat 3 node's advertised deadtime, `dt`; perfplus packets
+    /// carry none). The detector still judges; this only bounds it.
+    pub deadtime_ms: Option<u64>,
 }
 
 /// Where a member stands, as seen from this node.

@@ -639,9 +639,14 @@ impl Orchestrator {
             Input::StartDone { resource, host, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
                     if ok {
+                        // A start where the guest was already placed (its
+                        // home at a cold start) is not a move: it must not
+                        // hold the guest on a host whose uplink fails next.
+                        if r.placement != Placement::Running(host) {
+                            r.last_move_ms = Some(self.now_ms);
+                        }
                         r.placement = Placement::Running(host);
                         r.confirmed = true;
-                        r.last_move_ms = Some(self.now_ms);
                     } else if r.placement == Placement::Starting(host) {
                         // Try again, elsewhere if another host is better.
                         r.placement = Placement::Lost(host);

@@ -369,6 +369,26 @@ fn flapping_uplink_moves_a_guest_at_most_once_per_interval() {
 }
 
 #[test]
+fn a_guest_started_at_its_home_moves_at_once_when_that_uplink_fails() {
+    let mut config = OrchestratorConfig::new(H1, hosts(4096));
+    config.min_move_interval_ms = 60_000;
+    let mut sim = Sim::with_config(config, vec![(guest("web", 512), H2)]);
+    // The cold start: H2 starts its home guest (not a move).
+    sim.input(Input::StartDone {
+        resource: "web".into(),
+        host: H2,
+        ok: true,
+    });
+    sim.advance(1_000);
+    sim.input(Input::Health {
+        host: H2,
+        health: hp(0),
+    });
+    let out = sim.advance(1_000);
+    assert_eq!(actions(&out), vec![migrate("web", H2, H1)], "{out:?}");
+}
+
+#[test]
 fn capacity_limits_where_guests_go() {
     let mut sim = Sim::new(
         H1,

@@ -1,7 +1,8 @@
 //! The control channel between perfplus HA nodes (and from admin tools):
 //! the decider tells a host to migrate or start a guest, hosts report what
-//! they run and how an action ended, an admin puts a host in standby or
-//! asks for the cluster's state.
+//! they run and how an action ended, an admin puts a host in standby, asks
+//! for the cluster's state or (as a resource agent's `monitor` does) whether a
+//! guest runs on one host now.
 //!
 //! One exchange is one TCP connection, authenticated by a challenge, so a
 //! captured message cannot be replayed and no clocks need to agree:
@@ -123,6 +124,21 @@ pub enum Message {
         /// JSON document (see the runtime's status format).
         json: String,
     },
+    /// Admin or resource agent → host: does this guest run here, now? The
+    /// host asks the guest's driver (not the cluster's last reports), so
+    /// an OCF `monitor` right after a `start` or `stop` sees its outcome.
+    Probe {
+        /// The resource.
+        resource: String,
+    },
+    /// Reply to [`Message::Probe`] (a driver failure is an `Ack` with
+    /// `ok: false` instead).
+    Probed {
+        /// The resource.
+        resource: String,
+        /// Whether it runs on the host that answered.
+        running: bool,
+    },
     /// Reply: done, or refused with a reason.
     Ack {
         /// Whether the request was taken.
@@ -146,6 +162,8 @@ impl Message {
             Message::Ack { .. } => 9,
             Message::Adopt { .. } => 10,
             Message::Stop { .. } => 11,
+            Message::Probe { .. } => 12,
+            Message::Probed { .. } => 13,
         }
     }
 }
@@ -217,7 +235,13 @@ pub fn encode(
             put_str(&mut body, resource);
             body.extend_from_slice(&to.0.to_be_bytes());
         }
-        Message::Start { resource } | Message::Stop { resource } => put_str(&mut body, resource),
+        Message::Start { resource } | Message::Stop { resource } | Message::Probe { resource } => {
+            put_str(&mut body, resource);
+        }
+        Message::Probed { resource, running } => {
+            put_str(&mut body, resource);
+            body.push(u8::from(*running));
+        }
         Message::Adopt { resource, from } => {
             put_str(&mut body, resource);
             body.extend_from_slice(&from.0.to_be_bytes());
@@ -369,6 +393,13 @@ pub fn decode(
             resource: body.name()?,
             from: NodeId(body.u16()?),
         },
+        12 => Message::Probe {
+            resource: body.name()?,
+        },
+        13 => Message::Probed {
+            resource: body.name()?,
+            running: body.flag()?,
+        },
         other => return Err(ControlError::Kind(other)),
     };
     if !body.0.is_empty() {
@@ -476,6 +507,9 @@ mod tests {
             }),
             any_name().prop_map(|resource| Message::Start { resource }),
             any_name().prop_map(|resource| Message::Stop { resource }),
+            any_name().prop_map(|resource| Message::Probe { resource }),
+            (any_name(), any::<bool>())
+                .prop_map(|(resource, running)| Message::Probed { resource, running }),
             (any_name(), any::<u16>()).prop_map(|(resource, from)| Message::Adopt {
                 resource,
                 from: NodeId(from)

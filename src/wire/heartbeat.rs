@@ -258,6 +258,7 @@ pub fn decode(bytes: &[u8], key: &ClusterKey) -> Result<(ClusterId, Heartbeat), 
             health,
             quorate: flags & FLAG_QUORATE != 0,
             leaving: flags & FLAG_LEAVING != 0,
+            deadtime_ms: None,
         },
     ))
 }
@@ -286,6 +287,7 @@ mod tests {
             },
             quorate: true,
             leaving: false,
+            deadtime_ms: None,
         }
     }
 
@@ -392,6 +394,7 @@ mod tests {
                         },
                         quorate: q,
                         leaving: l,
+                        deadtime_ms: None,
                     }
                 },
             )

@@ -5,7 +5,9 @@
 
 pub mod c;
 pub mod heartbeat;
+pub mod netem;
 pub mod netns;
+pub mod ppmem_netns;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -40,7 +40,7 @@ use crate::config::{ClusterConfig, NodeConfig};
 use crate::driver::{
     DriverError, DriverFactory, DriverResource, PeerHost, ResourceDriver, ResourceStatus,
 };
-use crate::membership::{Event as MembershipEvent, NodeId};
+use crate::membership::{Event as MembershipEvent, NodeId, Quorum};
 use crate::orchestrator::{
     Action, Event as OrchestratorEvent, Input, Orchestrator, OrchestratorError, Output, Placement,
 };
@@ -223,6 +223,7 @@ impl HaNode {
             .iter()
             .map(|n| (n.id, n.name.clone()))
             .collect();
+        let votes: BTreeMap<NodeId, u32> = config.nodes.iter().map(|n| (n.id, n.votes)).collect();
         let control_address = cluster
             .host(local)
             .and_then(|h| h.control)
@@ -319,7 +320,9 @@ impl HaNode {
             status,
             started: Instant::now(),
             live: Vec::new(),
-            quorate: false,
+            quorum: None,
+            votes,
+            held: Vec::new(),
             joined: false,
             next_report: Instant::now(),
             monitoring: false,
@@ -500,8 +503,15 @@ struct HaLoop {
     to_handler: Sender<HaEvent>,
     status: Arc<Mutex<ClusterStatus>>,
     started: Instant,
+    /// The last view membership announced.
     live: Vec<NodeId>,
-    quorate: bool,
+    /// The last quorum membership announced (`None` before the first).
+    quorum: Option<Quorum>,
+    /// Each node's votes, to tell whether `quorum` was computed for `live`.
+    votes: BTreeMap<NodeId, u32>,
+    /// Membership inputs held back until the orchestrator knows the view
+    /// and the quorum they belong to (see [`HaLoop::on_membership`]).
+    held: Vec<Input>,
     joined: bool,
     next_report: Instant,
     monitoring: bool,
@@ -593,6 +603,17 @@ impl HaLoop {
             });
     }
 
+    /// Feed membership's news to the orchestrator, one consistent state at
+    /// a time. Membership reports one change as several events (a death is
+    /// `MEMBER_DEAD`, then the new `VIEW`, then the new `QUORUM`), and the
+    /// orchestrator decides after every input: fed one by one, a host that
+    /// just lost its peers would decide for a moment with the old quorum
+    /// and the new view (the lowest live node of a partition it believes
+    /// quorate: itself), and restart guests that still run on the other
+    /// side. So the orchestrator is told a view only together with the
+    /// quorum membership computed for it (same votes), a death only once
+    /// that view no longer holds the dead host, and everything else in
+    /// order behind them.
     fn on_membership(&mut self, event: MembershipEvent) -> Vec<Output> {
         if !self.orchestrate {
             // The orchestrator never hears of views, so it never decides;
@@ -602,29 +623,62 @@ impl HaLoop {
         match event {
             MembershipEvent::ViewChanged { members, .. } => {
                 self.live = members;
-                self.input(Input::View {
-                    live: self.live.clone(),
-                    quorate: self.quorate,
-                })
+                self.release()
             }
             MembershipEvent::QuorumChanged(quorum) => {
-                self.quorate = quorum.quorate;
-                self.input(Input::View {
-                    live: self.live.clone(),
-                    quorate: self.quorate,
-                })
+                self.quorum = Some(quorum);
+                self.release()
             }
             MembershipEvent::HealthChanged { node, health } => {
-                self.input(Input::Health { host: node, health })
+                self.feed_or_hold(Input::Health { host: node, health })
             }
             MembershipEvent::MemberDead { node, .. } | MembershipEvent::MemberLeft { node, .. } => {
-                self.input(Input::HostDead(node))
+                self.feed_or_hold(Input::HostDead(node))
             }
             MembershipEvent::RecoveryAllowed { node, .. } => {
-                self.input(Input::RecoveryAllowed(node))
+                self.feed_or_hold(Input::RecoveryAllowed(node))
             }
             _ => Vec::new(),
         }
+    }
+
+    /// Whether the last quorum was computed for the last view.
+    fn view_settled(&self) -> bool {
+        let votes: u32 = self
+            .live
+            .iter()
+            .map(|n| self.votes.get(n).copied().unwrap_or(0))
+            .sum();
+        self.quorum.is_some_and(|q| q.votes == votes)
+    }
+
+    fn feed_or_hold(&mut self, input: Input) -> Vec<Output> {
+        let dead_in_view = matches!(&input, Input::HostDead(n) if self.live.contains(n));
+        if !self.held.is_empty() || !self.view_settled() || dead_in_view {
+            self.held.push(input);
+            return Vec::new();
+        }
+        self.input(input)
+    }
+
+    /// If the view and the quorum agree: tell the orchestrator, then feed
+    /// what was held, in order. A held death of a host the settled view
+    /// holds again is dropped (it came back).
+    fn release(&mut self) -> Vec<Output> {
+        let Some(quorum) = self.quorum.filter(|_| self.view_settled()) else {
+            return Vec::new();
+        };
+        let mut outputs = self.input(Input::View {
+            live: self.live.clone(),
+            quorate: quorum.quorate,
+        });
+        for input in std::mem::take(&mut self.held) {
+            if matches!(&input, Input::HostDead(n) if self.live.contains(n)) {
+                continue;
+            }
+            outputs.extend(self.input(input));
+        }
+        outputs
     }
 
     fn on_control(&mut self, request: control::Request) -> Vec<Output> {
@@ -682,6 +736,17 @@ impl HaLoop {
                     Vec::new(),
                 )
             }
+            Message::Probe { resource } => {
+                if self.drivers.contains_key(&resource) {
+                    // Answered by a worker once the driver has looked.
+                    self.probe(resource, reply);
+                    return Vec::new();
+                }
+                (
+                    ack(false, &format!("unknown resource {resource}")),
+                    Vec::new(),
+                )
+            }
             Message::Adopt { resource, from } => {
                 // Answered by the worker once the driver confirms.
                 self.adopt(resource, from, reply);
@@ -721,7 +786,7 @@ impl HaLoop {
                 },
                 Vec::new(),
             ),
-            Message::Status { .. } | Message::Ack { .. } => {
+            Message::Status { .. } | Message::Probed { .. } | Message::Ack { .. } => {
                 (ack(false, "not a request"), Vec::new())
             }
         };
@@ -1112,6 +1177,34 @@ impl HaLoop {
             });
             Work::Stopped
         });
+    }
+
+    /// Ask `resource`'s driver whether it runs here and answer (waits for
+    /// an action in progress on it to end, as an OCF monitor would).
+    fn probe(&self, resource: String, reply: Sender<Message>) {
+        let Some((driver, r)) = self.driver_resource(&resource) else {
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("perfplus-probe".into())
+            .spawn(move || {
+                let answer = match driver.lock().monitor(&r) {
+                    Ok(status) => Message::Probed {
+                        resource: r.name,
+                        running: status == ResourceStatus::Running,
+                    },
+                    Err(e) => Message::Ack {
+                        ok: false,
+                        message: e.to_string(),
+                    },
+                };
+                let _ = reply.send(answer);
+            });
+        if let Err(e) = spawned {
+            self.emit(HaEvent::Warning(format!(
+                "cannot start a worker thread: {e}"
+            )));
+        }
     }
 
     /// Check every resource's driver (skipping busy ones) and report.
