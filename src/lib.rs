@@ -18,6 +18,7 @@
 //! ```
 
 pub mod backend;
+/// cbindgen:ignore
 pub mod config;
 pub mod detector;
 /// cbindgen:ignore

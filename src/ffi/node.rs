@@ -698,7 +698,8 @@ impl EventHandler for CallbackHandler {
     }
 }
 
-fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
+/// The C form of a node event, and the text its `message` must point to.
+pub(crate) fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
     use perfplus_event_kind as K;
     let mut e = perfplus_node_event {
         kind: K::PERFPLUS_EVENT_WARNING,
