@@ -293,28 +293,10 @@ fn receive(o: &Options) -> Result<bool, String> {
     // serve on (their keepers see our end of the pipe close).
     let mut guests: Vec<Box<GuestProcess>> = Vec::new();
     for arrival in arrivals {
-        match arrival {
-            Arrival::Adopted { id, guest, stats } => {
-                println!(
-                    "adopted {id}: {} pid={} listen={} ({} pages applied, {:.1} MiB received)",
-                    guest.spec().map_or("?", |s| s.workload.name()),
-                    guest.pid(),
-                    guest
-                        .listen()
-                        .map_or_else(|| "-".to_owned(), |a| a.to_string()),
-                    stats.pages,
-                    stats.bytes as f64 / f64::from(1 << 20),
-                );
-                guests.retain_mut(|g| !g.has_exited());
-                guests.push(guest);
-            }
-            Arrival::Received { id, stats } => {
-                println!(
-                    "received {id}: sim guest, {} pages applied and verified",
-                    stats.pages
-                );
-            }
-            Arrival::Failed { id, reason } => println!("failed {id}: {reason}"),
+        println!("{arrival}");
+        if let Arrival::Adopted { guest, .. } = arrival {
+            guests.retain_mut(|g| !g.has_exited());
+            guests.push(guest);
         }
     }
     Ok(true)

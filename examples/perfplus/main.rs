@@ -9,6 +9,7 @@
 //! perfplus start   --config FILE [--node NAME] RESOURCE
 //! perfplus stop    --config FILE [--node NAME] RESOURCE
 //! perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST
+//! perfplus receive --listen ADDR [--service-interface IFACE]
 //! perfplus check   --config FILE [--node NAME] [RESOURCE]
 //! ```
 //!
@@ -43,15 +44,19 @@
 //! | 7 | `status --resource`: it does not run (here, with `--here`) |
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use perfplus::backend::arena::{guest_main, GuestCommand};
+use perfplus::backend::arena::{
+    check_support, guest_main, Arrival, GuestCommand, ReceiveConfig, ReceiveService,
+};
 use perfplus::config::heartbeat::{AuthKeys, HaCf};
 use perfplus::config::{local_hostname, NodeConfig};
+use perfplus::driver::arena::address_hooks;
 use perfplus::membership::NodeId;
 use perfplus::runtime::ha::control::{exchange, exchange_waiting, ANSWER_TIMEOUT};
 use perfplus::runtime::ha::daemon::{self, DaemonOptions};
@@ -67,7 +72,8 @@ const USAGE: &str = "usage:
   perfplus start   --config FILE [--node NAME] RESOURCE
   perfplus stop    --config FILE [--node NAME] RESOURCE
   perfplus migrate --config FILE [--node NAME] RESOURCE --to HOST
-  perfplus check   --config FILE [--node NAME] [RESOURCE]";
+  perfplus check   --config FILE [--node NAME] [RESOURCE]
+  perfplus receive --listen ADDR [--service-interface IFACE]";
 
 /// Exit codes (see the module documentation).
 const EXIT_FAILED: u8 = 1;
@@ -98,6 +104,7 @@ struct Args {
     ocf_env: Vec<(String, String)>,
     service_interface: Option<String>,
     policy: Option<String>,
+    listen: Option<String>,
     positional: Vec<String>,
 }
 
@@ -130,6 +137,7 @@ fn parse_args() -> Result<Args, Failure> {
             }
             "--service-interface" => args.service_interface = Some(value()?),
             "--policy" => args.policy = Some(value()?),
+            "--listen" => args.listen = Some(value()?),
             "--help" | "-h" => return Err(Failure::usage(USAGE)),
             other if other.starts_with("--") => {
                 return Err(Failure::usage(format!("unknown option {other}\n{USAGE}")))
@@ -154,6 +162,7 @@ fn main() -> ExitCode {
         "start" | "stop" => start_stop(&args),
         "migrate" => migrate(&args),
         "check" => check(&args),
+        "receive" => receive(&args),
         "--help" | "-h" | "help" => {
             println!("{USAGE}");
             Ok(())
@@ -228,6 +237,40 @@ fn run_node(args: &Args) -> Result<(), Failure> {
         ocf_env: args.ocf_env.clone(),
     };
     daemon::run(config, &options, &stop, Arc::new(log_line)).map_err(|e| Failure(EXIT_FAILED, e))
+}
+
+/// `receive --listen ADDR [--service-interface IFACE]`: a standalone
+/// receiver of arena guests (outside a cluster: `migrate send` or the C
+/// ABI send to it). Each adopted guest runs in its own process and serves
+/// on after this command stops.
+fn receive(args: &Args) -> Result<(), Failure> {
+    let listen: SocketAddr = args
+        .listen
+        .as_deref()
+        .ok_or_else(|| Failure::usage(format!("receive needs --listen ADDR\n{USAGE}")))?
+        .parse()
+        .map_err(|_| Failure::usage("--listen: expected an address like 10.0.0.2:7791"))?;
+    check_support().map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+    let program = std::env::current_exe()
+        .map_err(|e| Failure(EXIT_FAILED, format!("cannot find this program: {e}")))?;
+    let mut config = ReceiveConfig::new(GuestCommand::new(program, &["guest"]));
+    if let Some(interface) = &args.service_interface {
+        config.take_over = Some(address_hooks(interface).0);
+    }
+    let service = ReceiveService::bind(listen, config)
+        .map_err(|e| Failure(EXIT_FAILED, format!("cannot listen on {listen}: {e}")))?;
+    let (_handle, arrivals) = service
+        .spawn()
+        .map_err(|e| Failure(EXIT_FAILED, e.to_string()))?;
+    log_line(&format!("LISTENING {listen}"));
+    for arrival in arrivals {
+        log_line(&format!("ARRIVAL {arrival}"));
+        if let Arrival::Adopted { guest, .. } = arrival {
+            // It serves on by itself (its keeper), also after we stop.
+            guest.detach();
+        }
+    }
+    Ok(())
 }
 
 /// Send `message` to the node on this host and return its reply.

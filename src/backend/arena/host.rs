@@ -135,6 +135,34 @@ pub struct ReceiveHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// One line per arrival, as receivers log them.
+impl std::fmt::Display for Arrival {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Arrival::Adopted { id, guest, stats } => {
+                #[allow(clippy::cast_precision_loss)] // MiB for display
+                let mib = stats.bytes as f64 / f64::from(1 << 20);
+                write!(
+                    f,
+                    "adopted {id}: {} pid={} listen={} ({} pages applied, {mib:.1} MiB received)",
+                    guest.spec().map_or("?", |s| s.workload.name()),
+                    guest.pid(),
+                    guest
+                        .listen()
+                        .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+                    stats.pages,
+                )
+            }
+            Arrival::Received { id, stats } => write!(
+                f,
+                "received {id}: sim guest, {} pages applied and verified",
+                stats.pages
+            ),
+            Arrival::Failed { id, reason } => write!(f, "failed {id}: {reason}"),
+        }
+    }
+}
+
 impl ReceiveService {
     /// Listen on `addr` (port 0: any free port).
     pub fn bind(addr: SocketAddr, config: ReceiveConfig) -> io::Result<Self> {
