@@ -1,8 +1,9 @@
-//! The arena benchmark: what real dirty tracking costs on this machine and
-//! the same-run limits of the data path.
+//! The arena benchmark: real migrations of real memory, side by side, with
+//! the same-run limits of this machine's data path and what dirty tracking
+//! costs.
 //!
 //! ```text
-//! cargo bench --bench arena -- [--quick] [--json FILE]
+//! cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns]
 //! ```
 //!
 //! Sections, each printed as a table and written to the JSON file:
@@ -10,37 +11,68 @@
 //!   arena reads pages) and loopback TCP throughput, measured in this run;
 //! - `tracking`: write-fault cost paid by the guest, `PAGEMAP_SCAN` cost
 //!   for clean, fully dirty and randomly dirty memory, and the tracking
-//!   state kept per guest page.
+//!   state kept per guest page;
+//! - `runs`: live migrations of a 1 GiB guest process (256 MiB with
+//!   `--quick`) for every workload (`kv` under client load, `muncher`
+//!   rewriting pages at twice the link's page rate,
+//!   `sparse`, `idle`) and policy (`perfplus`, `xen-default`,
+//!   `qemu-default`, `stop-and-copy`, and `perfplus` with throttling for the
+//!   muncher), over loopback and over the namespace link shaped to 1 Gbit/s
+//!   (root only; see `tests/support/ppmig_netns.rs`; no added delay: this
+//!   kernel has no `sch_netem`), each with the guest sender in this process,
+//!   the receiver (`ReceiveService`) on another thread and the guests in
+//!   their own processes; plus a data-path run (an idle guest full of
+//!   non-zero pages, stop-and-copy) compared with the TCP limit;
+//! - `targets`: the issue's targets, met or not, from these runs.
 //!
-//! Numbers are this run's; compare ratios, not absolute times (the machine
-//! is shared).
+//! `qemu-default` gives up after 30 s here (its management layer's patience;
+//! a real run would wait 30 minutes). Numbers are this run's; compare
+//! ratios, not absolute times (the machine is shared).
 
-#![allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)] // page arithmetic and rates
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss
+)] // page arithmetic and rates (all positive)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly
 
+#[path = "../tests/support/ppmig_netns.rs"]
+mod ppmig_netns;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use perfplus::backend::arena::{check_support, ArenaDomain, LocalGuest};
+use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
+use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
+use perfplus::backend::arena::{
+    check_support, enter_netns, send_guest, ArenaDomain, Arrival, Fate, GuestCommand, GuestProcess,
+    LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService, SendConfig,
+};
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
+use perfplus::migration::engine::ProgressFlow;
+use perfplus::migration::policy::{by_name, PerfPlus, PrecopyPolicy, QemuDefault};
+use ppmig_netns::Hosts;
 use serde_json::{json, Value};
 
 struct Options {
     quick: bool,
     json: Option<String>,
+    netns: bool,
 }
 
 fn options() -> Options {
     let mut o = Options {
         quick: false,
         json: None,
+        netns: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--no-netns" => o.netns = false,
             "--json" => o.json = Some(args.next().expect("--json needs a file")),
             "--bench" => {}
             other if other.starts_with("--") => eprintln!("arena bench: ignoring {other}"),
@@ -223,6 +255,429 @@ fn guest_slowdown(pages: u64, duration: Duration) -> Value {
     })
 }
 
+/// Where a run's guests live and how the stream travels.
+struct Link {
+    name: &'static str,
+    link_mbit: Option<f64>,
+    hosts: Option<Hosts>,
+    receiver: ReceiveHandle,
+    arrivals: mpsc::Receiver<Arrival>,
+    source_command: GuestCommand,
+}
+
+fn guest_program() -> &'static str {
+    env!("CARGO_BIN_EXE_perfplus-arena-guest")
+}
+
+/// Run `f` on a thread inside namespace `ns` (or here).
+fn in_ns<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(ns) = ns {
+                enter_netns(&Hosts::path(ns)).unwrap();
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn loopback_link() -> Link {
+    let service = ReceiveService::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ReceiveConfig {
+            io_timeout: Duration::from_secs(60),
+            ..ReceiveConfig::new(GuestCommand::new(guest_program(), &[]))
+        },
+    )
+    .unwrap();
+    let (receiver, arrivals) = service.spawn().unwrap();
+    Link {
+        name: "loopback",
+        link_mbit: None,
+        hosts: None,
+        receiver,
+        arrivals,
+        source_command: GuestCommand::new(guest_program(), &[]),
+    }
+}
+
+fn netns_link() -> Result<Link, String> {
+    if let Some(why) = ppmig_netns::unavailable() {
+        return Err(why);
+    }
+    let hosts = Hosts::create("bench")?;
+    let (b, c) = (hosts.b.clone(), hosts.c.clone());
+    let take_over: perfplus::backend::arena::TakeOver = Arc::new(move |_spec: &GuestSpec| {
+        let service = format!("{}/32", ppmig_netns::SERVICE_IP);
+        ppmig_netns::sh(&["ip", "-n", &b, "addr", "replace", &service, "dev", "lo"])
+            .and_then(|()| {
+                ppmig_netns::sh(&[
+                    "ip",
+                    "-n",
+                    &c,
+                    "route",
+                    "replace",
+                    &service,
+                    "via",
+                    ppmig_netns::B_UP,
+                ])
+            })
+            .map_err(std::io::Error::other)
+    });
+    let config = ReceiveConfig {
+        io_timeout: Duration::from_secs(60),
+        take_over: Some(take_over),
+        ..ReceiveConfig::new(GuestCommand::new(
+            "ip",
+            &["netns", "exec", &hosts.b, guest_program()],
+        ))
+    };
+    let addr: SocketAddr = format!("{}:7100", ppmig_netns::B_MIG).parse().unwrap();
+    let (receiver, arrivals) = in_ns(Some(&hosts.b), || {
+        ReceiveService::bind(addr, config).and_then(ReceiveService::spawn)
+    })
+    .map_err(|e| e.to_string())?;
+    let source_command = GuestCommand::new("ip", &["netns", "exec", &hosts.a, guest_program()]);
+    Ok(Link {
+        name: "netns-1gbit",
+        link_mbit: Some(1000.0),
+        hosts: Some(hosts),
+        receiver,
+        arrivals,
+        source_command,
+    })
+}
+
+impl Link {
+    /// Put the service address back on host a before a run.
+    fn reset_service(&self) {
+        if let Some(h) = &self.hosts {
+            let service = format!("{}/32", ppmig_netns::SERVICE_IP);
+            let _ = ppmig_netns::sh(&["ip", "-n", &h.b, "addr", "del", &service, "dev", "lo"]);
+            let _ = ppmig_netns::sh(&[
+                "ip",
+                "-n",
+                &h.c,
+                "route",
+                "replace",
+                &service,
+                "via",
+                ppmig_netns::A_UP,
+            ]);
+        }
+    }
+
+    fn service_addr(&self, port: u16) -> SocketAddr {
+        let ip = if self.hosts.is_some() {
+            ppmig_netns::SERVICE_IP
+        } else {
+            "127.0.0.1"
+        };
+        format!("{ip}:{port}").parse().unwrap()
+    }
+
+    fn client_ns(&self) -> Option<std::path::PathBuf> {
+        self.hosts.as_ref().map(|h| Hosts::path(&h.c))
+    }
+
+    fn sender_ns(&self) -> Option<&str> {
+        self.hosts.as_ref().map(|h| h.a.as_str())
+    }
+}
+
+/// One migration to run.
+#[derive(Clone)]
+struct Case {
+    workload: WorkloadKind,
+    /// Guest rate (`GuestSpec::rate_per_s`); `None`: the workload's default.
+    rate_per_s: Option<u64>,
+    policy: &'static str,
+    throttle: bool,
+    fill_pct: u8,
+}
+
+impl Case {
+    fn policy_label(&self) -> String {
+        if self.throttle {
+            format!("{}+throttle", self.policy)
+        } else {
+            self.policy.to_owned()
+        }
+    }
+
+    fn policy(&self) -> Box<dyn PrecopyPolicy + Send> {
+        match self.policy {
+            "perfplus" => Box::new(PerfPlus {
+                throttle: self.throttle,
+                ..PerfPlus::default()
+            }),
+            "qemu-default" => Box::new(QemuDefault {
+                give_up_after_ms: 30_000.0,
+                ..QemuDefault::default()
+            }),
+            other => by_name(other).unwrap(),
+        }
+    }
+}
+
+struct Limits {
+    copy: f64,
+    tcp: f64,
+}
+
+#[allow(clippy::too_many_lines)]
+fn run_case(
+    link: &Link,
+    case: &Case,
+    pages: u64,
+    index: u16,
+    warmup: Duration,
+    limits: &Limits,
+) -> Value {
+    link.reset_service();
+    let mut spec = GuestSpec::new(case.workload, pages);
+    spec.fill_pct = case.fill_pct;
+    if let Some(rate) = case.rate_per_s {
+        spec.rate_per_s = rate;
+    }
+    let port = 7200 + index;
+    if case.workload == WorkloadKind::Kv {
+        spec.listen = Some(link.service_addr(port));
+    }
+    let guest = GuestProcess::spawn(&link.source_command, &spec).unwrap();
+    let load = guest.listen().map(|addr| {
+        let mut config = LoadConfig::new(addr, spec.keys);
+        config.connections = 3;
+        config.netns = link.client_ns();
+        Load::start(&config).unwrap()
+    });
+    std::thread::sleep(warmup);
+    let policy = case.policy();
+    let mut config = SendConfig::new(SendConfig::unique_id("bench"));
+    config.io_timeout = Duration::from_secs(60);
+    let to = link.receiver.addr();
+    let result = in_ns(link.sender_ns(), move || {
+        send_guest(guest, to, policy.as_ref(), &config, &mut |_| {
+            ProgressFlow::Continue
+        })
+    });
+    let (report, failure) = match result {
+        Ok(r) => (Some(r), None),
+        Err(f) => {
+            if let Fate::RunsHere(mut g) = f.fate {
+                let _ = g.kill();
+            }
+            (None, Some(f.error.to_string()))
+        }
+    };
+    let mut adopted = if report.is_some() {
+        match link.arrivals.recv_timeout(Duration::from_secs(30)) {
+            Ok(Arrival::Adopted { guest, .. }) => Some(guest),
+            Ok(other) => {
+                eprintln!("  receiver: {other:?}");
+                None
+            }
+            Err(e) => {
+                eprintln!("  receiver: no arrival ({e})");
+                None
+            }
+        }
+    } else {
+        // Drain a failure report.
+        let _ = link.arrivals.recv_timeout(Duration::from_secs(5));
+        None
+    };
+    let mut writes = None;
+    let mut gap = None;
+    if let Some(load) = load {
+        std::thread::sleep(Duration::from_millis(1000));
+        let lr = load.stop();
+        gap = Some(lr.service_gap_ms);
+        let check = check_writes_in(
+            link.client_ns().as_deref(),
+            link.service_addr(port),
+            &lr,
+            Duration::from_secs(20),
+        );
+        writes = Some(match check {
+            Ok(c) => (lr.writes_acknowledged, c.writes_found, c.writes_lost),
+            Err(e) => {
+                eprintln!("  cannot check the writes: {e}");
+                (lr.writes_acknowledged, 0, lr.writes_acknowledged)
+            }
+        });
+    }
+    let verified_guest = adopted.as_mut().map(|g| g.verify());
+    if let Some(Err(e)) = &verified_guest {
+        eprintln!("  the adopted guest is damaged: {e}");
+    }
+    drop(adopted);
+    let m = report.as_ref().map(|r| &r.migration);
+    let throughput = m.map(|m| m.bytes_on_wire as f64 / (m.total_ms / 1e3).max(1e-9));
+    json!({
+        "link": link.name,
+        "link_mbit": link.link_mbit,
+        "workload": case.workload.name(),
+        "policy": case.policy_label(),
+        "guest_rate_per_s": case.rate_per_s,
+        "arena_pages": pages,
+        "converged": report.is_some(),
+        "error": failure,
+        "downtime_ms": m.map(|m| m.downtime_ms),
+        "service_gap_ms": gap,
+        "total_ms": m.map(|m| m.total_ms),
+        "bytes_on_wire": m.map(|m| m.bytes_on_wire),
+        "pages_sent": m.map(|m| m.sent.pages()),
+        "rounds": m.map(|m| m.rounds),
+        "verified": m.is_some_and(|m| m.verified) && matches!(verified_guest, Some(Ok(_))),
+        "zero_pages": m.map(|m| m.sent.zero_pages),
+        "delta_pages": m.map(|m| m.sent.delta_pages),
+        "raw_pages": m.map(|m| m.sent.raw_pages),
+        "final_pages": m.map(|m| m.final_pages),
+        "scale": 1,
+        "stop_reason": m.map(|m| m.stop_reason),
+        "sender_cpu_s": report.as_ref().map(|r| r.sender_cpu_s),
+        "tracking_bytes_per_page": report.as_ref().map(|r| r.tracking_bytes_per_page),
+        "throughput_bytes_per_s": throughput,
+        "writes_acknowledged": writes.map(|w| w.0),
+        "writes_found": writes.map(|w| w.1),
+        "writes_lost": writes.map(|w| w.2),
+        "copy_limit_bytes_per_s": limits.copy,
+        "tcp_limit_bytes_per_s": limits.tcp,
+    })
+}
+
+fn f(v: &Value, key: &str) -> Option<f64> {
+    v[key].as_f64()
+}
+
+fn print_run(r: &Value) {
+    let opt = |key: &str, scale: f64, prec: usize| {
+        f(r, key).map_or_else(|| "-".to_owned(), |x| format!("{:.*}", prec, x * scale))
+    };
+    println!(
+        "  {:<12} {:<8} {:<19} {:>4} {:>9} {:>9} {:>9} {:>9} {:>4} {:>7} {:>8} {:>9} {:>6}  {}",
+        r["link"].as_str().unwrap_or("?"),
+        r["workload"].as_str().unwrap_or("?"),
+        r["policy"].as_str().unwrap_or("?"),
+        if r["converged"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "NO"
+        },
+        opt("downtime_ms", 1.0, 1),
+        opt("service_gap_ms", 1.0, 1),
+        opt("total_ms", 1.0, 0),
+        opt("bytes_on_wire", 1.0 / 1_048_576.0, 1),
+        opt("rounds", 1.0, 0),
+        opt("sender_cpu_s", 1.0, 2),
+        opt("throughput_bytes_per_s", 1e-6, 0),
+        opt("writes_acknowledged", 1.0, 0),
+        opt("writes_lost", 1.0, 0),
+        r["stop_reason"]
+            .as_str()
+            .or(r["error"].as_str())
+            .unwrap_or("-"),
+    );
+}
+
+fn run_header() {
+    println!(
+        "  {:<12} {:<8} {:<19} {:>4} {:>9} {:>9} {:>9} {:>9} {:>4} {:>7} {:>8} {:>9} {:>6}  stop",
+        "link",
+        "workload",
+        "policy",
+        "conv",
+        "down ms",
+        "gap ms",
+        "total ms",
+        "MiB wire",
+        "rnds",
+        "cpu s",
+        "MB/s",
+        "w acked",
+        "w lost"
+    );
+}
+
+/// The issue's targets from the runs of one link.
+fn targets(runs: &[Value], link: &str, downtime_target_ms: f64) -> Vec<Value> {
+    let get = |w: &str, p: &str| {
+        runs.iter()
+            .find(|r| r["link"] == link && r["workload"] == w && r["policy"] == p)
+    };
+    let mut out = Vec::new();
+    let mut check = |name: String, met: bool, detail: String| {
+        println!(
+            "  [{}] {name}: {detail}",
+            if met { "met" } else { "NOT MET" }
+        );
+        out.push(json!({"link": link, "target": name, "met": met, "detail": detail}));
+    };
+    for w in ["kv", "muncher", "sparse", "idle"] {
+        let (Some(pp), Some(xen)) = (get(w, "perfplus"), get(w, "xen-default")) else {
+            continue;
+        };
+        if let (Some(a), Some(b)) = (f(pp, "downtime_ms"), f(xen, "downtime_ms")) {
+            let ratio = a / b;
+            let limit = if w == "kv" { 0.5 } else { 1.0 };
+            check(
+                format!("{w}: perfplus downtime <= {limit} x xen-default"),
+                ratio <= limit,
+                format!("{a:.1} ms vs {b:.1} ms ({ratio:.2}x)"),
+            );
+        }
+        if let (Some(a), Some(b)) = (f(pp, "bytes_on_wire"), f(xen, "bytes_on_wire")) {
+            let ratio = a / b;
+            let limit = if matches!(w, "kv" | "muncher") {
+                0.7
+            } else {
+                1.0
+            };
+            check(
+                format!("{w}: perfplus bytes <= {limit} x xen-default"),
+                ratio <= limit,
+                format!(
+                    "{:.1} MiB vs {:.1} MiB ({ratio:.2}x)",
+                    a / 1_048_576.0,
+                    b / 1_048_576.0
+                ),
+            );
+        }
+    }
+    if let Some(t) = get("muncher", "perfplus+throttle") {
+        let d = f(t, "downtime_ms");
+        check(
+            format!("muncher with throttling meets the {downtime_target_ms} ms downtime target"),
+            d.is_some_and(|d| d <= downtime_target_ms),
+            d.map_or_else(|| "did not converge".into(), |d| format!("{d:.1} ms")),
+        );
+    }
+    let lost: u64 = runs
+        .iter()
+        .filter(|r| r["link"] == link)
+        .filter_map(|r| r["writes_lost"].as_u64())
+        .sum();
+    check(
+        "zero acknowledged writes lost".into(),
+        lost == 0,
+        format!("{lost} lost"),
+    );
+    let worst = runs
+        .iter()
+        .filter(|r| r["link"] == link)
+        .filter_map(|r| f(r, "tracking_bytes_per_page"))
+        .fold(0.0_f64, f64::max);
+    check(
+        "tracking state <= 2 bytes per page".into(),
+        worst <= 2.0,
+        format!("{worst:.3} bytes per page"),
+    );
+    out
+}
+
 fn main() {
     let o = options();
     if let Err(e) = check_support() {
@@ -231,6 +686,7 @@ fn main() {
     }
     let pages: u64 = if o.quick { 1 << 16 } else { 1 << 18 }; // 256 MiB / 1 GiB
     let tcp_for = Duration::from_millis(if o.quick { 500 } else { 2000 });
+    let warmup = Duration::from_millis(if o.quick { 1000 } else { 2000 });
 
     // Limits.
     let memcpy = memcpy_bytes_per_s(pages as usize);
@@ -300,13 +756,105 @@ fn main() {
         slow["tracked_over_untracked"].as_f64().unwrap_or(f64::NAN),
     );
 
+    // Migrations.
+    let lim = Limits { copy: memcpy, tcp };
+    // The muncher rewrites pages at twice the link's page rate (it
+    // outruns the link; at CPU speed it would outrun even a 20 % duty
+    // cycle several times over).
+    let cases_for = |link_bytes_per_s: f64| {
+        let muncher_rate = (2.0 * link_bytes_per_s / PAGE as f64) as u64;
+        let mut cases = Vec::new();
+        for workload in WorkloadKind::ALL {
+            let rate_per_s = (workload == WorkloadKind::Muncher).then_some(muncher_rate);
+            for policy in ["perfplus", "xen-default", "qemu-default", "stop-and-copy"] {
+                cases.push(Case {
+                    workload,
+                    rate_per_s,
+                    policy,
+                    throttle: false,
+                    fill_pct: 50,
+                });
+            }
+            if workload == WorkloadKind::Muncher {
+                cases.push(Case {
+                    workload,
+                    rate_per_s,
+                    policy: "perfplus",
+                    throttle: true,
+                    fill_pct: 50,
+                });
+            }
+        }
+        cases
+    };
+    let mut links = vec![loopback_link()];
+    if o.netns {
+        match netns_link() {
+            Ok(l) => links.push(l),
+            Err(e) => eprintln!("\n*** the shaped namespace link is skipped: {e}\n"),
+        }
+    }
+    let mut runs = Vec::new();
+    let mut index = 0_u16;
+    println!(
+        "\nmigrations of a {} MiB guest process (kv under client load from 3 connections)",
+        (pages * PAGE as u64) >> 20
+    );
+    run_header();
+    // The data path: nothing but pages to move, as fast as they go.
+    let data_path = Case {
+        workload: WorkloadKind::Idle,
+        rate_per_s: None,
+        policy: "stop-and-copy",
+        throttle: false,
+        fill_pct: 100,
+    };
+    let mut dp = run_case(&links[0], &data_path, pages, index, warmup, &lim);
+    index += 1;
+    dp["policy"] = json!("data-path (idle, 100 % filled, stop-and-copy)");
+    print_run(&dp);
+    let dp_bytes_per_s = f(&dp, "throughput_bytes_per_s").unwrap_or(tcp / 4.0);
+    for link in &links {
+        let link_bytes_per_s = link.link_mbit.map_or(dp_bytes_per_s, |m| m * 1e6 / 8.0);
+        for case in &cases_for(link_bytes_per_s) {
+            let r = run_case(link, case, pages, index, warmup, &lim);
+            index += 1;
+            print_run(&r);
+            runs.push(r);
+        }
+    }
+    println!("\ntargets");
+    let dp_ratio = f(&dp, "throughput_bytes_per_s").unwrap_or(0.0) / tcp;
+    println!(
+        "  [{}] loopback data path >= 70 % of the same-run TCP throughput: {:.0} MB/s vs {:.0} MB/s ({:.0} %)",
+        if dp_ratio >= 0.7 { "met" } else { "NOT MET" },
+        f(&dp, "throughput_bytes_per_s").unwrap_or(0.0) / 1e6,
+        tcp / 1e6,
+        dp_ratio * 100.0
+    );
+    let mut all_targets = vec![json!({
+        "link": "loopback",
+        "target": "data path >= 70 % of the same-run TCP throughput",
+        "met": dp_ratio >= 0.7,
+        "detail": format!("{:.0} %", dp_ratio * 100.0),
+    })];
+    for link in &links {
+        all_targets.extend(targets(
+            &runs,
+            link.name,
+            PerfPlus::default().downtime_target_ms,
+        ));
+    }
+
     let report = json!({
         "bench": "arena",
         "quick": o.quick,
         "limits": limits,
         "tracking": t,
         "guest_slowdown": slow,
-        "runs": [],
+        "data_path": dp,
+        "runs": runs,
+        "targets": all_targets,
     });
     if let Some(path) = o.json {
         std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap()).unwrap();

@@ -29,9 +29,11 @@
 //! random loss (nftables `numgen`, the kernel has no `sch_netem`); bytes per
 //! second per node from the nodes' own counters.
 
-#[path = "../tests/support/ppmem_netns.rs"]
-#[allow(missing_docs, dead_code)]
-mod ppmem_netns;
+#[path = "../tests/support/mod.rs"]
+#[allow(missing_docs)]
+mod support;
+
+use support::ppmem_netns;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -3,8 +3,15 @@
 //! ```sh
 //! hanode --config /etc/perfplus/node.toml
 //! hanode --ha-cf /etc/ha.d/ha.cf --authkeys /etc/ha.d/authkeys [--node NAME]
-//!        [--stats-every-ms 1000]
+//!        [--state-dir DIR] [--protocol heartbeat|perfplus] [--stats-every-ms 1000]
 //! ```
+//!
+//! With `--ha-cf`, the node joins the Heartbeat 3 cluster those files
+//! describe, speaking Heartbeat's protocol on its media (Heartbeat nodes list
+//! it as `active`), and keeps the UUID and generation they know it by in
+//! `--state-dir` (default `/var/lib/perfplus/heartbeat`). `--protocol
+//! perfplus` speaks perfplus heartbeats instead, for a cluster of perfplus
+//! nodes only that keeps the Heartbeat files.
 //!
 //! One line per event on stdout, each with the wall-clock time in µs since
 //! the UNIX epoch (so events of processes on one host can be compared):
@@ -23,8 +30,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use perfplus::config::heartbeat::{AuthKeys, HaCf};
-use perfplus::config::{local_hostname, NodeConfig};
-use perfplus::membership::Event;
+use perfplus::config::{local_hostname, NodeConfig, Protocol};
 use perfplus::runtime::{Node, NodeEvent};
 
 fn now_us() -> u128 {
@@ -42,68 +48,7 @@ fn line(text: &str) {
 fn describe(event: &NodeEvent) -> String {
     match event {
         NodeEvent::Warning(w) => format!("WARNING {w}"),
-        NodeEvent::Membership(e) => match e {
-            Event::MemberUp {
-                node,
-                incarnation,
-                rejoined,
-            } => format!(
-                "MEMBER_UP node={} incarnation={} rejoined={rejoined}",
-                node.0, incarnation.0
-            ),
-            Event::MemberSuspected { node, deadline_us } => {
-                format!("MEMBER_SUSPECTED node={} deadline_us={deadline_us}", node.0)
-            }
-            Event::MemberCleared { node } => format!("MEMBER_CLEARED node={}", node.0),
-            Event::MemberDead { node, incarnation } => {
-                format!("MEMBER_DEAD node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::MemberLeft { node, incarnation } => {
-                format!("MEMBER_LEFT node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::MemberRestarted {
-                node,
-                previous,
-                incarnation,
-            } => format!(
-                "MEMBER_RESTARTED node={} previous={} incarnation={}",
-                node.0, previous.0, incarnation.0
-            ),
-            Event::LinkDown { node, link } => format!("LINK_DOWN node={} link={link}", node.0),
-            Event::LinkUp { node, link } => format!("LINK_UP node={} link={link}", node.0),
-            Event::HealthChanged { node, health } => format!(
-                "HEALTH node={} ping_reachable={} ping_configured={}",
-                node.0, health.reachable, health.configured
-            ),
-            Event::ViewChanged { epoch, members, .. } => format!(
-                "VIEW epoch={epoch} members={}",
-                members
-                    .iter()
-                    .map(|m| m.0.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-            Event::QuorumChanged(q) => format!(
-                "QUORUM quorate={} votes={} expected={} reason={:?}",
-                q.quorate, q.votes, q.expected_votes, q.reason
-            ),
-            Event::LocalPause { duration_us } => format!("LOCAL_PAUSE duration_us={duration_us}"),
-            Event::FenceRequested { node, incarnation } => {
-                format!(
-                    "FENCE_REQUESTED node={} incarnation={}",
-                    node.0, incarnation.0
-                )
-            }
-            Event::FenceFailed { node, incarnation } => {
-                format!("FENCE_FAILED node={} incarnation={}", node.0, incarnation.0)
-            }
-            Event::RecoveryAllowed { node, incarnation } => {
-                format!(
-                    "RECOVERY_ALLOWED node={} incarnation={}",
-                    node.0, incarnation.0
-                )
-            }
-        },
+        NodeEvent::Membership(e) => e.to_string(),
     }
 }
 
@@ -112,6 +57,8 @@ struct Args {
     ha_cf: Option<PathBuf>,
     authkeys: Option<PathBuf>,
     node: Option<String>,
+    state_dir: Option<PathBuf>,
+    perfplus_protocol: bool,
     stats_every: Option<Duration>,
 }
 
@@ -121,6 +68,8 @@ fn parse_args() -> Result<Args, String> {
         ha_cf: None,
         authkeys: None,
         node: None,
+        state_dir: None,
+        perfplus_protocol: false,
         stats_every: None,
     };
     let mut it = std::env::args().skip(1);
@@ -131,12 +80,20 @@ fn parse_args() -> Result<Args, String> {
             "--ha-cf" => args.ha_cf = Some(value()?.into()),
             "--authkeys" => args.authkeys = Some(value()?.into()),
             "--node" => args.node = Some(value()?),
+            "--state-dir" => args.state_dir = Some(value()?.into()),
+            "--protocol" => {
+                args.perfplus_protocol = match value()?.as_str() {
+                    "heartbeat" => false,
+                    "perfplus" => true,
+                    other => return Err(format!("--protocol is heartbeat or perfplus, not `{other}`")),
+                }
+            }
             "--stats-every-ms" => {
                 let ms: u64 = value()?.parse().map_err(|_| "--stats-every-ms needs a number")?;
                 args.stats_every = Some(Duration::from_millis(ms));
             }
             "--help" | "-h" => {
-                return Err("usage: hanode --config FILE | --ha-cf FILE --authkeys FILE [--node NAME] [--stats-every-ms N]".into())
+                return Err("usage: hanode --config FILE | --ha-cf FILE --authkeys FILE [--node NAME] [--state-dir DIR] [--protocol heartbeat|perfplus] [--stats-every-ms N]".into())
             }
             other => return Err(format!("unknown argument `{other}` (see --help)")),
         }
@@ -154,7 +111,16 @@ fn load(args: &Args) -> Result<NodeConfig, String> {
                 Some(n) => n.clone(),
                 None => local_hostname().map_err(|e| e.to_string())?,
             };
-            NodeConfig::from_heartbeat(&cf, &keys, &name).map_err(|e| e.to_string())
+            let mut config =
+                NodeConfig::from_heartbeat(&cf, &keys, &name).map_err(|e| e.to_string())?;
+            if args.perfplus_protocol {
+                config.protocol = Protocol::Perfplus;
+            } else if let (Protocol::Heartbeat3(hb), Some(dir)) =
+                (&mut config.protocol, &args.state_dir)
+            {
+                hb.state_dir = dir.clone();
+            }
+            Ok(config)
         }
         _ => Err("give --config FILE, or --ha-cf FILE and --authkeys FILE".into()),
     }

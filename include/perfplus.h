@@ -20,24 +20,6 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-// Transcoded stream version written and accepted.
-#define VERSION 1
-
-// Largest LITERAL chunk.
-#define MAX_LITERAL (1 << 20)
-
-// Framing bytes around each chunk's payload.
-#define FRAME_BYTES 16
-
-// Largest PAGES payload.
-#define MAX_PAGES_PAYLOAD (PAGES_HEADER + (MAX_BATCH_PFNS * (8 + MAX_ENTRY)))
-
-// The default UDP port of perfplus heartbeats.
-#define DEFAULT_PORT 7694
-
-// Heartbeat's default UDP port.
-#define HEARTBEAT_PORT 694
-
 // Major version; a test checks it against `Cargo.toml`.
 #define PERFPLUS_VERSION_MAJOR 0
 
@@ -131,6 +113,67 @@ typedef uint32_t perfplus_result;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What happened, in a `perfplus_ha_event`.
+typedef enum {
+    // A membership event: `membership` has its fields.
+    PERFPLUS_HA_EVENT_MEMBERSHIP = 1,
+    // Something the admin should know (`text`).
+    PERFPLUS_HA_EVENT_WARNING = 2,
+    // The orchestrator decided `action` on `resource` (`from_host` ->
+    // `to_host`), for `reason` (`reason_text` in words). Only the decider
+    // decides; other nodes see the actions' outcomes.
+    PERFPLUS_HA_EVENT_DECISION = 3,
+    // `resource` must move (`reason`) but no host may take it now.
+    PERFPLUS_HA_EVENT_NO_ROOM = 4,
+    // `resource` must move (`reason`) but moved recently: not before
+    // `until_ms` (anti-flapping).
+    PERFPLUS_HA_EVENT_DEFERRED = 5,
+    // `host` died: its resources wait until fencing confirms.
+    PERFPLUS_HA_EVENT_AWAITING_RECOVERY = 6,
+    // This partition lost quorum: nothing is decided.
+    PERFPLUS_HA_EVENT_QUORUM_LOST = 7,
+    // This partition has quorum again.
+    PERFPLUS_HA_EVENT_QUORUM_REGAINED = 8,
+    // This node became the decider of its partition.
+    PERFPLUS_HA_EVENT_BECAME_DECIDER = 9,
+    // Migrating `resource` failed; it still runs on `host`.
+    PERFPLUS_HA_EVENT_MIGRATION_FAILED = 10,
+    // Starting `resource` on `host` failed.
+    PERFPLUS_HA_EVENT_START_FAILED = 11,
+    // This node began carrying out `action` on `resource`.
+    PERFPLUS_HA_EVENT_ACTION_STARTED = 12,
+    // An action this node carried out ended: `ok`, and `detail` (the
+    // error, or the downtime and bytes of a migration).
+    PERFPLUS_HA_EVENT_ACTION_FINISHED = 13,
+    // No peer confirmed this node's home resources running elsewhere: it
+    // starts them.
+    PERFPLUS_HA_EVENT_COLD_START = 14,
+} perfplus_ha_event_kind;
+
+// An orchestrator action, in a `perfplus_ha_event`.
+typedef enum {
+    // No action in this event.
+    PERFPLUS_HA_ACTION_NONE = 0,
+    // Live-migrate `resource` from `from_host` to `to_host`.
+    PERFPLUS_HA_ACTION_MIGRATE = 1,
+    // Start `resource` on `to_host`.
+    PERFPLUS_HA_ACTION_START = 2,
+} perfplus_ha_action;
+
+// Why the orchestrator moves a resource, in a `perfplus_ha_event`.
+typedef enum {
+    // No reason in this event.
+    PERFPLUS_HA_REASON_NONE = 0,
+    // `reason_host`'s uplink health fell below a peer's.
+    PERFPLUS_HA_REASON_UPLINK_LOST = 1,
+    // `reason_host` died and was fenced.
+    PERFPLUS_HA_REASON_HOST_FENCED = 2,
+    // `reason_host` is in standby.
+    PERFPLUS_HA_REASON_STANDBY = 3,
+    // The resource's home `reason_host` is back.
+    PERFPLUS_HA_REASON_FAILBACK = 4,
+} perfplus_ha_reason;
+
 // What happened, in a [`perfplus_node_event`].
 typedef enum {
     // `node` is heard from (`rejoined`: again after a conviction).
@@ -166,6 +209,33 @@ typedef enum {
     // A warning for the admin, in `message`.
     PERFPLUS_EVENT_WARNING = 16,
 } perfplus_event_kind;
+
+// Where a migration is, in a `perfplus_migration_progress`.
+typedef enum {
+    // Before a live round: the policy decided (`decision`) from the
+    // round's numbers.
+    PERFPLUS_MIGRATION_ROUND = 1,
+    // A batch of pages went out (in a live round or the final pass):
+    // `round_pages_sent` of `round_pages`, `bytes_sent_total`. For progress
+    // bars; comes many times per round.
+    PERFPLUS_MIGRATION_SENT = 2,
+    // The guest is paused at the source; `final_pages` go in the final pass.
+    PERFPLUS_MIGRATION_PAUSED = 3,
+    // The receiver applied and verified the whole stream.
+    PERFPLUS_MIGRATION_VERIFIED = 4,
+    // The guest runs at the receiver; `downtime_ms` is known.
+    PERFPLUS_MIGRATION_RESUMED = 5,
+} perfplus_migration_phase;
+
+// What a policy wants next.
+typedef enum {
+    // Send another live round.
+    PERFPLUS_PRECOPY_CONTINUE = 1,
+    // Pause the guest and send the rest.
+    PERFPLUS_PRECOPY_STOP_AND_COPY = 2,
+    // Give up: the guest keeps running at the source.
+    PERFPLUS_PRECOPY_ABORT = 3,
+} perfplus_precopy_action;
 
 // Where a member stands.
 typedef enum {
@@ -225,6 +295,9 @@ typedef uint32_t perfplus_medium_counter;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A running (or stopped) HA node (opaque).
+typedef struct perfplus_ha_node perfplus_ha_node;
+
 // An open medium (opaque).
 typedef struct perfplus_medium perfplus_medium;
 
@@ -232,11 +305,23 @@ typedef struct perfplus_medium perfplus_medium;
 // `perfplus_medium_config_*` functions).
 typedef struct perfplus_medium_config perfplus_medium_config;
 
+// How to migrate (opaque): the policy, its downtime target, timeouts.
+typedef struct perfplus_migration_config perfplus_migration_config;
+
 // A running (or stopped) cluster node (opaque).
 typedef struct perfplus_node perfplus_node;
 
 // A node configuration under construction (opaque).
 typedef struct perfplus_node_config perfplus_node_config;
+
+// A pre-copy policy (opaque): one of the built-in ones, with its settings.
+typedef struct perfplus_policy perfplus_policy;
+
+// A migration receiver for simulated guests (opaque).
+typedef struct perfplus_receiver perfplus_receiver;
+
+// Builds round stats from what a pre-copy loop measures (opaque).
+typedef struct perfplus_round_tracker perfplus_round_tracker;
 
 // Options of a Xen migration under construction (opaque).
 typedef struct perfplus_xen_migrate_options perfplus_xen_migrate_options;
@@ -276,12 +361,152 @@ typedef struct {
     const char *message;
 } perfplus_node_event;
 
-// Called with each event, on the node's event thread, never with a lock
-// held: it may call other perfplus functions on the node (not stop/free).
-typedef void (*perfplus_node_event_fn)(void *userdata, const perfplus_node_event *event);
+// One event of an HA node. Strings are NUL-terminated and valid only
+// during the callback; fields an event kind does not use are 0 or NULL.
+typedef struct {
+    // What happened.
+    perfplus_ha_event_kind kind;
+    // The event in one line, as `perfplus node` logs it (never NULL).
+    const char *text;
+    // The action decided, started or finished.
+    perfplus_ha_action action;
+    // The resource concerned, or NULL.
+    const char *resource;
+    // MIGRATE: where the resource runs now.
+    uint16_t from_host;
+    // MIGRATE: where it goes; START: where it starts.
+    uint16_t to_host;
+    // ACTION_FINISHED: whether the action succeeded.
+    bool ok;
+    // ACTION_FINISHED: what happened (error text, or downtime and bytes),
+    // else NULL.
+    const char *detail;
+    // DECISION, NO_ROOM, DEFERRED: why.
+    perfplus_ha_reason reason;
+    // The host the reason is about.
+    uint16_t reason_host;
+    // The reason in words, or NULL.
+    const char *reason_text;
+    // AWAITING_RECOVERY, MIGRATION_FAILED, START_FAILED: the host.
+    uint16_t host;
+    // DEFERRED: the orchestrator time (ms since the node started) before
+    // which the resource does not move again.
+    uint64_t until_ms;
+    // MEMBERSHIP (and WARNING from membership): the membership event, as
+    // `perfplus_node_start`'s callback gets it; else NULL.
+    const perfplus_node_event *membership;
+} perfplus_ha_event;
+
+// Called with each event on the node's event thread, never with a lock
+// held. It may call `perfplus_ha_node_status_json` and
+// `perfplus_ha_node_standby` on the node, but not stop or free it.
+typedef void (*perfplus_ha_event_fn)(void *userdata, const perfplus_ha_event *event);
 
 // Releases `userdata` when the node no longer needs it.
 typedef void (*perfplus_userdata_free_fn)(void *userdata);
+
+// A policy's decision.
+typedef struct {
+    // Continue, stop and copy, or abort.
+    perfplus_precopy_action action;
+    // The CPU cap wanted from now on, 1 to 100 (100: no cap).
+    uint8_t cpu_cap_percent;
+    // Make the next round last at least this long (wait before harvesting
+    // the dirty log), ms; 0: no wait.
+    double min_round_ms;
+    // Why, in words (NUL-terminated, cut to 127 bytes).
+    char reason[128];
+} perfplus_decision;
+
+// A migration's progress, passed to a `perfplus_migration_progress_fn`.
+// Fields a phase does not update keep their last value (e.g. at PAUSED,
+// the numbers of the last round).
+typedef struct {
+    // Where the migration is.
+    perfplus_migration_phase phase;
+    // Live rounds sent so far (0 before the first, full pass). At ROUND,
+    // `decision` says whether round number `round` is sent.
+    uint32_t round;
+    // Time since the migration started, ms.
+    double elapsed_ms;
+    // ROUND: pages the next live round would send.
+    uint64_t dirty_pages;
+    // ROUND: hot pages held back for the final pass.
+    uint64_t deferred_pages;
+    // PAUSED: pages sent while the guest is paused.
+    uint64_t final_pages;
+    // Distinct pages the guest dirtied per second in the last round.
+    double dirty_rate_pages_per_s;
+    // Measured bandwidth, bytes per second (0 until measured).
+    double bandwidth_bytes_per_s;
+    // Downtime predicted if the guest were paused now, ms (INFINITY until
+    // the bandwidth is known).
+    double predicted_downtime_ms;
+    // Pages sent before this round.
+    uint64_t pages_sent_total;
+    // Bytes on the wire so far (updated at ROUND and SENT).
+    uint64_t bytes_sent_total;
+    // SENT: pages of the current round (or final pass) sent so far.
+    uint64_t round_pages_sent;
+    // SENT: pages the current round (or final pass) sends in all.
+    uint64_t round_pages;
+    // RESUMED: the guest's downtime, ms (0 before).
+    double downtime_ms;
+    // The policy's last decision (at ROUND: this round's).
+    perfplus_decision decision;
+} perfplus_migration_progress;
+
+// Called on the migrating thread with each step of a migration. Return 0
+// to go on; non-zero cancels the migration (the guest resumes at the
+// source, and the call returns `PERFPLUS_RESULT_MIGRATION_ABORTED`): at
+// ROUND and PAUSED at once, at SENT when the batch in flight is done
+// (at the next ROUND or PAUSED). At VERIFIED and RESUMED the guest
+// already belongs to the receiver and the answer is ignored. No lock is
+// held during the call; it must not free the objects the migration uses.
+typedef int32_t (*perfplus_migration_progress_fn)(void *userdata, const perfplus_migration_progress *progress);
+
+// The outcome of a migration that handed the guest over.
+typedef struct {
+    // The policy's name (NUL-terminated).
+    char policy[32];
+    // Live rounds sent (the full pass included).
+    uint32_t rounds;
+    // From pausing the guest at the source to it running at the receiver, ms.
+    double downtime_ms;
+    // From the start to the hand-over, ms.
+    double total_ms;
+    // Bytes on the wire, framing included.
+    uint64_t bytes_on_wire;
+    // Page records sent (all rounds): the sum of the three below.
+    uint64_t pages_sent;
+    // Of which zero markers.
+    uint64_t zero_pages;
+    // Of which raw pages.
+    uint64_t raw_pages;
+    // Of which XOR deltas against the copy the receiver holds.
+    uint64_t delta_pages;
+    // Pages sent while the guest was paused.
+    uint64_t final_pages;
+    // Hot pages deferred to the final pass.
+    uint64_t deferred_pages;
+    // Pre-copy reached the policy's stop rule. Always true in a report: a
+    // policy that gives up makes the call fail with
+    // `PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED` (no report is written).
+    bool converged;
+    // The receiver verified the stream digest before taking the guest.
+    bool verified;
+    // Why pre-copy stopped (NUL-terminated, cut to 127 bytes).
+    char stop_reason[128];
+    // Digest of the whole guest memory at the hand-over as the source
+    // holds it (paused), to compare with the receiver's
+    // (`perfplus_receiver_report.guest_memory_digest`); 0 if the source
+    // backend cannot read its memory after the hand-over.
+    uint64_t guest_memory_digest;
+} perfplus_migration_report;
+
+// Called with each event, on the node's event thread, never with a lock
+// held: it may call other perfplus functions on the node (not stop/free).
+typedef void (*perfplus_node_event_fn)(void *userdata, const perfplus_node_event *event);
 
 // One member, as `perfplus_node_members` reports it.
 typedef struct {
@@ -302,6 +527,77 @@ typedef struct {
     // Its name, NUL-terminated (cut to 63 bytes).
     char name[64];
 } perfplus_member;
+
+// What the policy sees before a round. All times in ms, sizes in bytes,
+// rates per second. "Infinite" fields take `INFINITY` from `<math.h>`;
+// no field may be NaN.
+typedef struct {
+    // Rounds already sent (0 before the first, full pass).
+    uint32_t iteration;
+    // Time since the migration started.
+    double elapsed_ms;
+    // Guest memory.
+    uint64_t memory_bytes;
+    // Bytes per page (not 0).
+    uint32_t page_size;
+    // Pages sent so far.
+    uint64_t pages_sent_total;
+    // Bytes on the wire so far.
+    uint64_t bytes_sent_total;
+    // Duration of the last round (0 before the first).
+    double last_round_ms;
+    // Pages the next live round would send (dirty and not deferred).
+    uint64_t dirty_pages;
+    // Hot pages held back for the final pass (0 if the caller does not
+    // defer pages, e.g. inside libxenguest's loop).
+    uint64_t deferred_pages;
+    // Distinct pages dirtied per second during the last round (0 before).
+    double dirty_rate_pages_per_s;
+    // Measured link bandwidth, bytes per second (0 until measured).
+    double bandwidth_bytes_per_s;
+    // Expected wire bytes per resent page (the raw page size until measured).
+    double wire_bytes_per_page;
+    // Expected fixed switchover cost (CPU state, resume).
+    double switchover_fixed_ms;
+    // Round-trip time of the link.
+    double round_trip_ms;
+    // Predicted downtime if the guest were paused now (INFINITY until the
+    // bandwidth is known).
+    double predicted_downtime_ms;
+    // The part of the prediction more rounds cannot remove: fixed cost,
+    // round trips and deferred pages.
+    double predicted_floor_ms;
+    // Lowest prediction of any earlier round (INFINITY if none).
+    double best_earlier_prediction_ms;
+    // Decisions since that lowest prediction (0 if this one is lower).
+    uint32_t decisions_since_best;
+    // Time since that lowest prediction.
+    double ms_since_best;
+    // Duration of the first, full pass (0 before it ended).
+    double first_round_ms;
+    // The CPU cap in force, 1 to 100 (100: none).
+    uint8_t cpu_cap_percent;
+} perfplus_round_stats;
+
+// What a receiver received, once the guest runs at the receiver.
+typedef struct {
+    // Pages of the received guest.
+    uint64_t page_count;
+    // Bytes per page.
+    uint32_t page_size;
+    // Page records applied (all rounds).
+    uint64_t pages_applied;
+    // Of which zero markers.
+    uint64_t zero_pages;
+    // Of which XOR deltas.
+    uint64_t delta_pages;
+    // Bytes received.
+    uint64_t bytes_received;
+    // Digest of the whole received guest memory, to compare with the
+    // sender's `perfplus_migration_report.guest_memory_digest`: equal
+    // digests mean the guest arrived page for page.
+    uint64_t guest_memory_digest;
+} perfplus_receiver_report;
 
 // One progress event. Valid only during the callback; copy what you keep.
 typedef struct {
@@ -382,6 +678,73 @@ extern "C" {
 // `buf` must point to `len` writable bytes and `out_len` to a writable
 // `size_t`, or be NULL.
 perfplus_result perfplus_last_error(char *buf, size_t len, size_t *out_len);
+
+// Start an HA node on this host from the native configuration file at
+// `config_path` (its `[[nodes]]`, `[[links]]`, `[[resources]]`, ...; see
+// the README), as node `node_name` (NULL: the file's `node`, else the
+// host name). Resources are driven by their configured drivers: OCF
+// agents run with this process's environment (e.g. `HA_RSCTMP`); arena
+// guests run `perfplus-arena-guest` from `PATH`, or the program named by
+// the environment variable `PERFPLUS_ARENA_GUEST`, and arrive on this
+// node's `migration` address. This
+// starts the node's threads (the first this library starts): membership,
+// the control listener, the HA loop, the event thread.
+//
+// `on_event` (may be NULL) is called with `userdata` for each event on
+// the node's event thread: membership changes, every orchestrator
+// decision with its reason, the actions this node carries out. `destroy`
+// (may be NULL) is called with `userdata` once the node no longer needs
+// it (after `perfplus_ha_node_stop` or `perfplus_ha_node_free`), and also
+// if the start fails. `userdata` must be usable from another thread.
+//
+// # Safety
+// `config_path` must be a NUL-terminated string or NULL; `node_name` a
+// NUL-terminated string or NULL; `on_event` and `destroy` valid functions
+// or NULL; `out` writable or NULL.
+perfplus_result perfplus_ha_node_start(const char *config_path, const char *node_name, perfplus_ha_event_fn on_event, void *userdata, perfplus_userdata_free_fn destroy, perfplus_ha_node **out);
+
+// The cluster as this node sees it, as JSON: `{"node", "node_name",
+// "quorate", "decider", "hosts": [{"id", "name", "live", "ping_reachable",
+// "ping_configured", "standby", "awaiting_recovery", "used_mib"}],
+// "resources": [{"name", "state", "host", "to", "confirmed"}]}` (what
+// `perfplus status --json` prints). Written like `perfplus_last_error`
+// writes: at most `len - 1` bytes and a NUL; `*out_len` gets the whole
+// length, so `*out_len >= len` means it was cut (call again with a larger
+// buffer). May be called from the event callback.
+//
+// # Safety
+// `node` must be a live node or NULL; `buf` must point to `len` writable
+// bytes or be NULL; `out_len` writable or NULL.
+perfplus_result perfplus_ha_node_status_json(const perfplus_ha_node *node, char *buf, size_t len, size_t *out_len);
+
+// Put host `host_id` in standby (`on`: its resources are evacuated by
+// live migration, and it takes no new ones) or take it out, cluster-wide.
+// Returns at once; the decisions and actions arrive as events.
+// `PERFPLUS_RESULT_UNKNOWN_NODE` if `host_id` is not configured,
+// `PERFPLUS_RESULT_INVALID_STATE` once the node is stopped. May be called
+// from the event callback.
+//
+// # Safety
+// `node` must be a live node or NULL.
+perfplus_result perfplus_ha_node_standby(const perfplus_ha_node *node, uint16_t host_id, bool on);
+
+// Stop the resources running on this host, leave the cluster cleanly and
+// join every thread; `destroy` has run for the userdata when this returns.
+// To keep the resources running, put this host in standby first and wait
+// until it runs nothing. Idempotent. From the event callback it would wait
+// for itself: `PERFPLUS_RESULT_INVALID_STATE`.
+//
+// # Safety
+// `node` must be a live node or NULL, not used by another thread during
+// the call.
+perfplus_result perfplus_ha_node_stop(perfplus_ha_node *node);
+
+// Free a node (stopping it first if needed, as `perfplus_ha_node_stop`
+// does); NULL is a no-op. Not from the event callback.
+//
+// # Safety
+// `node` must be NULL or a live node, not used afterwards.
+void perfplus_ha_node_free(perfplus_ha_node *node);
 
 // Create an empty medium configuration in `*out`.
 //
@@ -505,6 +868,77 @@ perfplus_result perfplus_medium_read_counter(const perfplus_medium *medium, uint
 // `medium` must be NULL or a live medium, not used afterwards.
 void perfplus_medium_free(perfplus_medium *medium);
 
+// A new migration configuration: policy `perfplus` (downtime target
+// 100 ms), network reads and writes that time out after 30 s. Free it with
+// `perfplus_migration_config_free`. Starts no thread.
+//
+// # Safety
+// `out` must be writable or NULL.
+perfplus_result perfplus_migration_config_new(perfplus_migration_config **out);
+
+// Choose the policy by name: `perfplus`, `xen-default`, `qemu-default` or
+// `stop-and-copy`. A downtime target set earlier carries over; a policy
+// that cannot take it is refused (`PERFPLUS_RESULT_INVALID_ARGUMENT`) and
+// the configuration is unchanged.
+//
+// # Safety
+// `config` must be a live configuration or NULL, not used by another
+// thread during the call; `policy` a NUL-terminated string or NULL.
+perfplus_result perfplus_migration_config_set_policy(perfplus_migration_config *config, const char *policy);
+
+// Set the downtime the policy aims at, ms (finite, > 0): Perf+'s target
+// or QEMU's limit. `xen-default` and `stop-and-copy` have none
+// (`PERFPLUS_RESULT_INVALID_ARGUMENT`, nothing changes).
+//
+// # Safety
+// `config` must be a live configuration or NULL, not used by another
+// thread during the call.
+perfplus_result perfplus_migration_config_set_downtime_target_ms(perfplus_migration_config *config, double downtime_target_ms);
+
+// Set how long any network read, write or connect may wait, ms (1 or
+// more; default 30 000). A receiver that stops answering fails the
+// migration after this long, with the guest still at the source.
+//
+// # Safety
+// `config` must be a live configuration or NULL, not used by another
+// thread during the call.
+perfplus_result perfplus_migration_config_set_io_timeout_ms(perfplus_migration_config *config, uint32_t io_timeout_ms);
+
+// Free a configuration; NULL is a no-op.
+//
+// # Safety
+// `config` must be NULL or a live configuration, not used afterwards.
+void perfplus_migration_config_free(perfplus_migration_config *config);
+
+// Live-migrate a simulated guest to the receiver at `to_address`
+// (`host:port`, e.g. from `perfplus_receiver_local_address`) over TCP,
+// with the real engine and the configured policy, on the calling thread
+// (no thread is started).
+//
+// The guest runs the workload described in the TOML file at
+// `workload_path` (see `benches/workloads/`), at 1/`scale_down` of its
+// size and write rates (1: as written), in real time: it keeps dirtying
+// pages while the rounds go over the wire. Its `[link]` section is
+// ignored (the link is the real one).
+//
+// `progress` (may be NULL) is called with `userdata` on this thread before
+// each round, at the pause, when the receiver verified the stream and when
+// the guest runs there; a non-zero answer before the hand-over cancels.
+//
+// On success `*out` receives the report. On failure nothing is written:
+// `PERFPLUS_RESULT_MIGRATION_ABORTED` (cancelled, receiver refused or
+// gone; the guest still runs at the source),
+// `PERFPLUS_RESULT_MIGRATION_NOT_CONVERGED` (the policy gave up),
+// `PERFPLUS_RESULT_TIMEOUT` or `PERFPLUS_RESULT_CONNECTION_LOST` (could not
+// connect), `PERFPLUS_RESULT_INVALID_CONFIG` (a bad workload file: the
+// message names the line and field).
+//
+// # Safety
+// `config` must be a live configuration or NULL (not freed during the
+// call); `workload_path` and `to_address` NUL-terminated strings or NULL;
+// `progress` a valid function or NULL; `out` writable or NULL.
+perfplus_result perfplus_migration_send_sim(const perfplus_migration_config *config, const char *workload_path, uint32_t scale_down, const char *to_address, perfplus_migration_progress_fn progress, void *userdata, perfplus_migration_report *out);
+
 // A new configuration for cluster `cluster_name`, with defaults (50 ms
 // heartbeats, phi detector, fencing required) and no nodes, links or key
 // yet. Free it with `perfplus_node_config_free`.
@@ -520,7 +954,10 @@ perfplus_result perfplus_node_config_new(const char *cluster_name, perfplus_node
 perfplus_result perfplus_node_config_from_file(const char *path, perfplus_node_config **out);
 
 // Read Heartbeat's `ha.cf` and `authkeys` (refused if group or others can
-// read it) for the node named `node_name` (NULL: this host's name).
+// read it) for the node named `node_name` (NULL: this host's name). The
+// node joins the Heartbeat 3 cluster those files describe, speaking
+// Heartbeat's own protocol on its media; it keeps the UUID and generation
+// Heartbeat nodes know it by in `/var/lib/perfplus/heartbeat`.
 //
 // # Safety
 // `ha_cf` and `authkeys` must be NUL-terminated strings, `node_name` one or
@@ -601,6 +1038,17 @@ perfplus_result perfplus_node_config_add_ping_node(perfplus_node_config *config,
 // `config` must be a live configuration or NULL.
 perfplus_result perfplus_node_config_set_fencing(perfplus_node_config *config, bool required);
 
+// Where a node of a Heartbeat 3 cluster (a configuration from
+// `perfplus_node_config_from_heartbeat`) keeps the UUID and generation
+// Heartbeat nodes know it by (default `/var/lib/perfplus/heartbeat`,
+// created at start). `PERFPLUS_RESULT_INVALID_ARGUMENT` for a
+// configuration that speaks perfplus's own protocol.
+//
+// # Safety
+// `config` must be a live configuration or NULL; `path` a NUL-terminated
+// string or NULL.
+perfplus_result perfplus_node_config_set_state_dir(perfplus_node_config *config, const char *path);
+
 // Free a configuration; NULL is a no-op.
 //
 // # Safety
@@ -664,10 +1112,161 @@ perfplus_result perfplus_node_stop(perfplus_node *node);
 // `node` must be NULL or a live node, not used afterwards.
 void perfplus_node_free(perfplus_node *node);
 
+// A new policy: `perfplus` (default downtime target 100 ms), `xen-default`
+// (libxenguest's rule: 5 rounds or under 50 dirty pages), `qemu-default`
+// (remaining bytes fit in a 300 ms downtime limit at the measured
+// bandwidth; gives up after 30 minutes) or `stop-and-copy`. Free it with
+// `perfplus_policy_free`. Starts no thread.
+//
+// # Safety
+// `name` must be a NUL-terminated string and `out` writable, or NULL.
+perfplus_result perfplus_policy_new(const char *name, perfplus_policy **out);
+
+// Set the downtime the policy aims at, ms (finite, > 0): Perf+'s target,
+// or QEMU's downtime limit. `xen-default` and `stop-and-copy` have none:
+// `PERFPLUS_RESULT_INVALID_ARGUMENT`, and the policy is unchanged.
+//
+// # Safety
+// `policy` must be a live policy or NULL, not used by another thread
+// during the call.
+perfplus_result perfplus_policy_set_downtime_target_ms(perfplus_policy *policy, double downtime_target_ms);
+
+// Decide from `stats` (see `perfplus_round_stats` for the fields and
+// their ranges; a NaN, a negative time, a zero page size or a CPU cap
+// outside 1..100 is `PERFPLUS_RESULT_INVALID_ARGUMENT` naming the field).
+// A pure function: the same stats always give the same decision. The
+// policy may be shared between threads for this call.
+//
+// # Safety
+// `policy` must be a live policy or NULL; `stats` readable or NULL; `out`
+// writable or NULL.
+perfplus_result perfplus_policy_decide(const perfplus_policy *policy, const perfplus_round_stats *stats, perfplus_decision *out);
+
+// Free a policy; NULL is a no-op.
+//
+// # Safety
+// `policy` must be NULL or a live policy, not used afterwards.
+void perfplus_policy_free(perfplus_policy *policy);
+
+// A receiver listening on `listen_address` (`host:port`; port 0 picks a
+// free one, see `perfplus_receiver_local_address`). Binds the socket and
+// starts no thread. Defaults: 30 s I/O timeout, guests up to 1024 MiB.
+//
+// # Safety
+// `listen_address` must be a NUL-terminated string or NULL; `out` writable
+// or NULL.
+perfplus_result perfplus_receiver_new(const char *listen_address, perfplus_receiver **out);
+
+// Set how long waiting for the sender to connect, and each network read
+// and write, may take, ms (1 or more). Only before the receive starts.
+//
+// # Safety
+// `receiver` must be a live receiver or NULL, not used by another thread
+// during the call.
+perfplus_result perfplus_receiver_set_io_timeout_ms(perfplus_receiver *receiver, uint32_t io_timeout_ms);
+
+// Set the largest guest accepted, MiB (1 or more; default 1024): a larger
+// one is refused and its sender told why. A simulated receiving guest
+// holds the pages it receives in memory. Only before the receive starts.
+//
+// # Safety
+// `receiver` must be a live receiver or NULL, not used by another thread
+// during the call.
+perfplus_result perfplus_receiver_set_max_memory_mib(perfplus_receiver *receiver, uint64_t max_memory_mib);
+
+// The address the receiver listens on (`ip:port`), for the sender:
+// written like `perfplus_last_error` writes (at most `len - 1` bytes and a
+// NUL; `*out_len` gets the whole length).
+//
+// # Safety
+// `receiver` must be a live receiver or NULL; `buf` must point to `len`
+// writable bytes or be NULL; `out_len` writable or NULL.
+perfplus_result perfplus_receiver_local_address(const perfplus_receiver *receiver, char *buf, size_t len, size_t *out_len);
+
+// Wait (at most the I/O timeout) for one sender, receive its guest into a
+// simulated guest, verify the stream and resume the guest here, all on
+// the calling thread; then report. A receiver takes one migration.
+//
+// Failures (nothing written to `*out`; the guest never ran here):
+// `PERFPLUS_RESULT_TIMEOUT` (no sender, or it went quiet),
+// `PERFPLUS_RESULT_MIGRATION_ABORTED` (the sender gave up, e.g. its
+// progress callback cancelled, or the guest was refused),
+// `PERFPLUS_RESULT_MIGRATION_VERIFY` (the stream digest did not match),
+// `PERFPLUS_RESULT_MALFORMED` (the bytes are not a valid stream),
+// `PERFPLUS_RESULT_INVALID_STATE` (already used).
+//
+// # Safety
+// `receiver` must be a live receiver or NULL, not used by another thread
+// during the call; `out` writable or NULL.
+perfplus_result perfplus_receiver_accept(perfplus_receiver *receiver, perfplus_receiver_report *out);
+
+// Do what `perfplus_receiver_accept` does on a new thread (named
+// `perfplus-receiver`, the only thread this object starts); collect the
+// outcome with `perfplus_receiver_wait`. Freeing the receiver instead
+// stops the thread (the connection is shut down) and joins it.
+//
+// # Safety
+// `receiver` must be a live receiver or NULL, not used by another thread
+// during the call.
+perfplus_result perfplus_receiver_start(perfplus_receiver *receiver);
+
+// Wait for the receive started by `perfplus_receiver_start` to end and
+// return its outcome (as `perfplus_receiver_accept` would, its message in
+// this thread's `perfplus_last_error`). `PERFPLUS_RESULT_INVALID_STATE` if
+// no receive was started or its outcome was already collected.
+//
+// # Safety
+// `receiver` must be a live receiver or NULL, not used by another thread
+// during the call; `out` writable or NULL.
+perfplus_result perfplus_receiver_wait(perfplus_receiver *receiver, perfplus_receiver_report *out);
+
+// Free a receiver; NULL is a no-op. A receive still running is stopped
+// (its connection shut down: the sender sees the migration fail and keeps
+// its guest) and its thread joined.
+//
+// # Safety
+// `receiver` must be NULL or a live receiver, not used afterwards.
+void perfplus_receiver_free(perfplus_receiver *receiver);
+
 // The name of a result code as a static NUL-terminated string, e.g.
 // `"PERFPLUS_RESULT_NULL_ARGUMENT"`; `"PERFPLUS_RESULT_UNKNOWN"` for a number
 // that is not a result code. Never NULL; the string must not be freed.
 const char *perfplus_result_name(uint32_t code);
+
+// A tracker for a guest of `memory_bytes` in pages of `page_size` bytes,
+// with the expected fixed switchover cost (CPU state and resume, ms), the
+// link's round-trip time (ms) and the CPU/device state size (bytes), which
+// enter the downtime prediction. Starts no thread.
+//
+// # Safety
+// `out` must be writable or NULL.
+perfplus_result perfplus_round_tracker_new(uint64_t memory_bytes, uint32_t page_size, double switchover_fixed_ms, double round_trip_ms, uint64_t state_bytes, perfplus_round_tracker **out);
+
+// Record a finished round: `pages` and wire `bytes` sent, its duration
+// (ms, >= 0), and the pages the guest dirtied meanwhile (the next dirty
+// log's count).
+//
+// # Safety
+// `tracker` must be a live tracker or NULL, not used by another thread
+// during the call.
+perfplus_result perfplus_round_tracker_round_done(perfplus_round_tracker *tracker, uint64_t pages, uint64_t bytes, double duration_ms, uint64_t dirtied_pages);
+
+// The stats for the next decision, `elapsed_ms` after the start, when the
+// next round would send `dirty_pages` and `deferred_pages` are held back
+// for the final pass. The tracker remembers this snapshot's prediction (it
+// becomes the "best earlier" one if it is the lowest), so take one
+// snapshot per decision.
+//
+// # Safety
+// `tracker` must be a live tracker or NULL, not used by another thread
+// during the call; `out` writable or NULL.
+perfplus_result perfplus_round_tracker_snapshot(perfplus_round_tracker *tracker, double elapsed_ms, uint64_t dirty_pages, uint64_t deferred_pages, perfplus_round_stats *out);
+
+// Free a tracker; NULL is a no-op.
+//
+// # Safety
+// `tracker` must be NULL or a live tracker, not used afterwards.
+void perfplus_round_tracker_free(perfplus_round_tracker *tracker);
 
 // The version of the loaded library as `"MAJOR.MINOR.PATCH"`: compare it
 // with the `PERFPLUS_VERSION_*` macros to detect a header/library mismatch.

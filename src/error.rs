@@ -33,4 +33,7 @@ pub enum Error {
     /// A simulated-guest workload file is invalid.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
+    /// An HA node (membership, orchestrator, drivers) could not start.
+    #[error(transparent)]
+    Ha(#[from] crate::runtime::ha::HaError),
 }

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod backend;
+/// cbindgen:ignore
 pub mod config;
 pub mod detector;
 /// cbindgen:ignore
@@ -32,6 +33,7 @@ pub mod membership;
 /// cbindgen:ignore
 pub mod migration;
 pub mod orchestrator;
+/// cbindgen:ignore
 pub mod runtime;
 /// cbindgen:ignore
 pub mod wire;

@@ -56,3 +56,49 @@ fn header_version_macros_match_cargo_toml() {
         );
     }
 }
+
+/// Every name the header gives C starts with `perfplus_` / `PERFPLUS_`: a
+/// `pub const` of a Rust module outside `src/ffi` that cbindgen can reach
+/// (e.g. `DEFAULT_PORT`) would otherwise become a global C macro. Such
+/// modules are marked `/// cbindgen:ignore` in `src/lib.rs`.
+#[test]
+fn every_name_in_the_header_is_prefixed() {
+    let header = include_str!("../include/perfplus.h");
+    let mut names = Vec::new();
+    for line in header.lines() {
+        let line = line.trim_end();
+        if let Some(rest) = line.strip_prefix("#define ") {
+            names.push(rest.split_whitespace().next().unwrap_or(""));
+        } else if let Some(rest) = line.strip_prefix("} ") {
+            // The name of a typedef'd struct or enum.
+            if !rest.trim_start().starts_with("//") {
+                names.push(rest.trim_end_matches(';'));
+            }
+        } else if line.starts_with("typedef ") && line.ends_with(';') && !line.contains('(') {
+            names.push(line.trim_end_matches(';').rsplit(' ').next().unwrap_or(""));
+        } else if !line.starts_with([' ', '/', '#', '}', '{']) && line.contains('(') {
+            // A function declaration: the identifier before the '('.
+            let before = &line[..line.find('(').unwrap_or(0)];
+            names.push(before.rsplit([' ', '*']).next().unwrap_or(""));
+        } else if line.starts_with("    ") && !line.trim_start().starts_with("//") {
+            // An enum value (`NAME = 1,`) or a struct field: values only.
+            let item = line.trim();
+            if let Some((name, _)) = item.split_once(" = ") {
+                names.push(name);
+            }
+        }
+    }
+    let bad: Vec<&str> = names
+        .into_iter()
+        .filter(|n| {
+            !n.is_empty()
+                && !n.starts_with("perfplus_")
+                && !n.starts_with("PERFPLUS_")
+                && !["extern", "defined"].contains(n)
+        })
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "names in include/perfplus.h without the perfplus prefix: {bad:?}"
+    );
+}

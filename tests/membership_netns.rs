@@ -8,14 +8,10 @@
 
 mod support;
 
-#[path = "support/ppmem_netns.rs"]
-#[allow(dead_code)]
-mod ppmem_netns;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ppmem_netns::{unavailable, Lab};
+use support::ppmem_netns::{self, unavailable, Lab};
 
 const WAIT: Duration = Duration::from_secs(15);
 

@@ -251,6 +251,7 @@ fn heartbeat_from_an_older_incarnation_is_dropped() {
         health: Health::default(),
         quorate: true,
         leaving: true,
+        deadtime_ms: None,
     };
     c.inject(0, 0, stale);
     assert_eq!(c.core(0).unwrap().stats().stale_incarnation, 1);
@@ -283,6 +284,7 @@ fn replayed_heartbeat_does_not_keep_a_dead_node_alive() {
         health: Health::default(),
         quorate: true,
         leaving: false,
+        deadtime_ms: None,
     };
     while c.now_us() < crash + 2 * SECOND {
         c.inject(0, 0, old);

@@ -21,6 +21,7 @@ fn resource(name: &str, params: &[(&str, &str)]) -> DriverResource {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        memory_mib: None,
     }
 }
 

@@ -132,6 +132,16 @@ static int wait_state(const perfplus_node *node, uint16_t id, perfplus_member_st
     return 0;
 }
 
+/* Events reach the callback on the node's event thread, after the members
+ * snapshot changed: wait (bounded) for the count instead of racing it. */
+static int wait_seen(struct seen *s, int *counter, int at_least, int seconds) {
+    for (int i = 0; i < seconds * 50; i++) {
+        if (read_seen(s, counter) >= at_least) return 1;
+        sleep_ms(20);
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 4) {
         fprintf(stderr, "usage: %s <port1> <port2> <scratch-dir>\n", argv[0]);
@@ -207,6 +217,13 @@ int main(int argc, char **argv) {
     chmod(authkeys, 0600);
     rc = perfplus_node_config_from_heartbeat(ha_cf, authkeys, "one", &hb);
     CHECK(rc == PERFPLUS_RESULT_OK && hb != NULL, "ha.cf + authkeys (mode 600) read: %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(hb, dir);
+    CHECK(rc == PERFPLUS_RESULT_OK, "a Heartbeat node takes a state directory: %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(hb, NULL);
+    CHECK(rc == PERFPLUS_RESULT_NULL_ARGUMENT, "a NULL state directory gives %s", perfplus_result_name(rc));
+    rc = perfplus_node_config_set_state_dir(cfg, dir);
+    CHECK(rc == PERFPLUS_RESULT_INVALID_ARGUMENT && strstr(last_error(), "state directory") != NULL,
+          "a perfplus-protocol node refuses a state directory: %s", last_error());
     perfplus_node_config_free(hb);
 
     /* --- No thread before start (Heartbeat forks after loading plugins). */
@@ -240,7 +257,7 @@ int main(int argc, char **argv) {
         bool quorate = false;
         rc = perfplus_node_quorate(one, &quorate);
         CHECK(rc == PERFPLUS_RESULT_OK && quorate, "node 1 is quorate");
-        CHECK(read_seen(&seen1, &seen1.member_up) >= 1 && read_seen(&seen1, &seen1.quorum_changes) >= 1,
+        CHECK(wait_seen(&seen1, &seen1.member_up, 1, 30) && wait_seen(&seen1, &seen1.quorum_changes, 1, 30),
               "the callback saw node 2 come up and the quorum");
 
         rc = perfplus_node_stop(two);

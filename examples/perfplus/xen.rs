@@ -294,6 +294,8 @@ fn print_progress(p: &Progress) {
         } => format!(
             "[{elapsed_ms:9.1} ms] the guest runs at the destination (downtime {downtime_ms:.1} ms)"
         ),
+        // One line per round, not per batch.
+        Progress::Sent { .. } => return,
     };
     eprintln!("{line}");
     let _ = std::io::stderr().flush();

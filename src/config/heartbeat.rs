@@ -10,6 +10,12 @@
 //! [`HaCf::ignored`] and reported as warnings, not errors, since a working
 //! Heartbeat site has them.
 //!
+//! A node configured from these files speaks Heartbeat 3's own protocol
+//! ([`Protocol::Heartbeat3`]): it joins the existing cluster as one of its
+//! nodes, so a site can replace its Heartbeat nodes one at a time. Its
+//! failure detector is perfplus's own (phi accrual over each peer's
+//! statuses), bounded by the deadtime each peer advertises.
+//!
 //! Defaults are Heartbeat 3.0.6's compiled ones: keepalive 1 s, deadtime
 //! 30 s, warntime deadtime/2, initdead deadtime if above 10 s, 12 s if
 //! deadtime is under 6 s, else twice deadtime; udpport 694; cluster
@@ -19,13 +25,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::{read_text, ConfigError, LinkConfig, NodeConfig, PingMethod};
-use crate::detector::{DetectorConfig, Method, PingConfig};
+use super::{read_text, ConfigError, Heartbeat3, LinkConfig, NodeConfig, PingMethod, Protocol};
+use crate::detector::{DetectorConfig, PingConfig};
 use crate::membership::{Fencing, NodeId, NodeSpec};
+use crate::wire::hb3::{AuthKey, AuthMethod, Keyring, MAX_KEY_INDEX};
 use crate::wire::ClusterKey;
 
 /// Heartbeat's default UDP port.
 pub const HEARTBEAT_PORT: u16 = 694;
+
+/// Where a node configured from Heartbeat's files keeps what Heartbeat
+/// nodes remember of it (its UUID and generation), unless told otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/perfplus/heartbeat";
 
 /// A Heartbeat communication medium from `ha.cf`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +110,8 @@ pub struct HaCf {
     pub auto_failback: AutoFailback,
     /// `cluster` name.
     pub cluster: String,
+    /// `realtime`: run at real-time priority (Heartbeat's default: on).
+    pub realtime: bool,
     /// Directives read but not used by perfplus: (line, directive).
     pub ignored: Vec<(usize, String)>,
 }
@@ -124,6 +137,7 @@ impl HaCf {
             ping: Vec::new(),
             auto_failback: AutoFailback::Legacy,
             cluster: "linux-ha".into(),
+            realtime: true,
             ignored: Vec::new(),
         };
         for (index, raw) in text.lines().enumerate() {
@@ -274,6 +288,15 @@ impl HaCf {
                     };
                 }
                 "cluster" => cf.cluster = one("a cluster name")?.to_string(),
+                "realtime" => {
+                    cf.realtime = match one("on or off")?.to_ascii_lowercase().as_str() {
+                        "on" | "yes" | "true" | "1" | "y" => true,
+                        "off" | "no" | "false" | "0" | "n" => false,
+                        other => {
+                            return Err(err(format!("`realtime` expects on or off, not `{other}`")))
+                        }
+                    };
+                }
                 _ => cf.ignored.push((line, directive)),
             }
         }
@@ -329,63 +352,40 @@ impl HaCf {
     }
 }
 
-/// A signing method of `authkeys`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// HMAC-SHA1.
-    Sha1,
-    /// HMAC-MD5.
-    Md5,
-    /// CRC-32: corruption detection only, no secret.
-    Crc,
-}
-
-impl AuthMethod {
-    /// The name as written in `authkeys`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sha1 => "sha1",
-            Self::Md5 => "md5",
-            Self::Crc => "crc",
-        }
-    }
-}
-
-/// One key line of `authkeys`: `<index> <method> [secret]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AuthKey {
-    /// Its index (1..=15).
-    pub index: u8,
-    /// Its method.
-    pub method: AuthMethod,
-    /// Its secret (empty for `crc`).
-    pub secret: String,
-}
-
-impl std::fmt::Debug for AuthKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthKey")
-            .field("index", &self.index)
-            .field("method", &self.method)
-            .field("secret", &"<secret>")
-            .finish()
-    }
-}
-
-/// What perfplus reads from an `authkeys`.
+/// What perfplus reads from an `authkeys`, read as Heartbeat 3.0.6 reads it
+/// (`parse_authfile` in `heartbeat/auth.c`):
+///
+/// - leading blanks are skipped; a line whose first other character is `#`
+///   is a comment, and so is a blank line. A `#` anywhere else is an
+///   ordinary character;
+/// - a line starting with `a` must be `auth <N>` (`sscanf("auth %d")`):
+///   key lines read after it whose index is N sign;
+/// - any other line is `sscanf("%d%s%s")`: an index (0 to 15), a method
+///   (`sha1`, `md5`, `crc`, exact names) and the secret, which is **the
+///   first word after the method only**: `1 sha1 two words` signs with
+///   `two`, `1 sha1 # comment` with `#`. Words after it are ignored;
+/// - a later line with the same index replaces the key;
+/// - `crc` takes no secret, `sha1` and `md5` need one.
+///
+/// Every line Heartbeat rejects (and would then refuse to start) is an
+/// error here too; lines it reads differently from how they look (ignored
+/// words, a `#` taken as the secret) give [`AuthKeys::warnings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthKeys {
     /// The file.
     pub path: PathBuf,
-    /// The index named by `auth N`: the key that signs.
+    /// The index of the key that signs.
     pub active: u8,
-    /// Every key, in file order (several allow a rollover).
+    /// Every key, by index (the last definition of each index).
     pub keys: Vec<AuthKey>,
+    /// Lines Heartbeat reads differently from how they look.
+    pub warnings: Vec<String>,
 }
 
 impl AuthKeys {
     /// Read an `authkeys`, refusing it if group or others may read or
-    /// write it, or if it belongs to someone else, as Heartbeat does.
+    /// write it (Heartbeat refuses it when they may read it), or if it
+    /// belongs to someone other than root or this user.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
@@ -413,87 +413,111 @@ impl AuthKeys {
 
     /// Parse `authkeys` text (no permission check); `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut active = None;
+        // The `auth N` in force, and the index that signs (set by a key
+        // line read while its index was the one in force, as Heartbeat's
+        // `config->authmethod`).
+        let mut auth_line: Option<i64> = None;
+        let mut active: Option<u8> = None;
         let mut keys: Vec<AuthKey> = Vec::new();
-        for (index, raw) in text.lines().enumerate() {
-            let line = index + 1;
-            let content = raw.split('#').next().unwrap_or("").trim();
-            if content.is_empty() {
-                continue;
-            }
+        let mut warnings = Vec::new();
+        for (number, raw) in text.lines().enumerate() {
+            let line = number + 1;
             let err = |message: String| ConfigError::Syntax {
                 path: path.to_path_buf(),
                 line,
                 message,
             };
-            let mut words = content.split_whitespace();
-            let first = words.next().unwrap_or("");
-            if first.eq_ignore_ascii_case("auth") {
-                let n = words
-                    .next()
-                    .and_then(|w| w.parse::<u8>().ok())
-                    .filter(|n| (1..=15).contains(n))
-                    .ok_or_else(|| {
-                        err("`auth` expects the index (1 to 15) of the key that signs".into())
-                    })?;
-                if words.next().is_some() {
-                    return Err(err("`auth` takes exactly one index".into()));
-                }
-                active = Some(n);
+            let content = raw.trim_start_matches(is_c_space);
+            if content.is_empty() || content.starts_with('#') {
                 continue;
             }
-            let index: u8 = first
-                .parse()
+            if content.starts_with('a') {
+                let n = content
+                    .strip_prefix("auth")
+                    .and_then(|rest| scan_int(rest).map(|(n, _)| n))
+                    .ok_or_else(|| {
+                        err(format!(
+                            "expected `auth <index>` (the key that signs), found `{}`",
+                            content.trim_end()
+                        ))
+                    })?;
+                auth_line = Some(n);
+                continue;
+            }
+            let (index, rest) = scan_int(content).ok_or_else(|| {
+                err(format!(
+                    "expected `auth <index>` or `<index> <method> [key]`, found `{}`",
+                    content.trim_end()
+                ))
+            })?;
+            let (method_name, rest) = scan_word(rest).ok_or_else(|| {
+                err(format!(
+                    "key {index} has no method: expected sha1, md5 or crc"
+                ))
+            })?;
+            let (secret, rest) = scan_word(rest).unwrap_or(("", rest));
+            let index = u8::try_from(index)
                 .ok()
-                .filter(|n| (1..=15).contains(n))
-                .ok_or_else(|| err(format!("expected `auth <index>` or `<index> <method> [key]`, with an index from 1 to 15; found `{first}`")))?;
-            let method = match words.next().map(str::to_ascii_lowercase).as_deref() {
-                Some("sha1") => AuthMethod::Sha1,
-                Some("md5") => AuthMethod::Md5,
-                Some("crc") => AuthMethod::Crc,
-                Some(other) => {
-                    return Err(err(format!(
-                        "unknown method `{other}`: expected sha1, md5 or crc"
-                    )))
-                }
-                None => {
-                    return Err(err(format!(
-                        "key {index} has no method: expected sha1, md5 or crc"
-                    )))
-                }
-            };
-            let secret = words.collect::<Vec<_>>().join(" ");
-            if method != AuthMethod::Crc && secret.is_empty() {
+                .filter(|i| *i <= MAX_KEY_INDEX)
+                .ok_or_else(|| {
+                    err(format!(
+                        "key index {index} is out of range: Heartbeat takes 0 to {MAX_KEY_INDEX}"
+                    ))
+                })?;
+            let method = AuthMethod::from_name(method_name).ok_or_else(|| {
+                err(format!(
+                    "unknown method `{method_name}`: expected sha1, md5 or crc (lower case)"
+                ))
+            })?;
+            if method.needs_key() && secret.is_empty() {
                 return Err(err(format!(
                     "key {index} ({}) has no secret",
                     method.name()
                 )));
             }
-            if keys.iter().any(|k| k.index == index) {
-                return Err(err(format!("key index {index} is defined twice")));
+            if !method.needs_key() && !secret.is_empty() {
+                return Err(err(format!(
+                    "key {index} (crc) takes no secret, found `{secret}`"
+                )));
             }
-            keys.push(AuthKey {
-                index,
-                method,
-                secret,
-            });
+            let ignored = rest.trim_matches(is_c_space);
+            if !ignored.is_empty() {
+                warnings.push(format!(
+                    "{}:{line}: Heartbeat reads only the first word after the method as the secret; `{ignored}` is ignored",
+                    path.display()
+                ));
+            }
+            if secret.starts_with('#') {
+                warnings.push(format!(
+                    "{}:{line}: the secret of key {index} is `{secret}`: a `#` is a comment only at the start of a line",
+                    path.display()
+                ));
+            }
+            keys.retain(|k| k.index != index);
+            keys.push(AuthKey::new(index, method, secret.as_bytes()));
+            if auth_line == Some(i64::from(index)) {
+                active = Some(index);
+            }
         }
         let whole = |message: String| ConfigError::Syntax {
             path: path.to_path_buf(),
             line: 0,
             message,
         };
-        let active = active
-            .ok_or_else(|| whole("no `auth <index>` line naming the key that signs".into()))?;
-        if !keys.iter().any(|k| k.index == active) {
-            return Err(whole(format!(
-                "`auth {active}` names a key that is not defined"
-            )));
-        }
+        let active = active.ok_or_else(|| {
+            whole(match auth_line {
+                None => "no `auth <index>` line naming the key that signs".into(),
+                Some(n) => format!(
+                    "`auth {n}` names no key defined after it (Heartbeat takes the signing key only from key lines below the `auth` line)"
+                ),
+            })
+        })?;
+        keys.sort_by_key(|k| k.index);
         Ok(Self {
             path: path.to_path_buf(),
             active,
             keys,
+            warnings,
         })
     }
 
@@ -506,12 +530,51 @@ impl AuthKeys {
             .unwrap_or(&self.keys[0])
     }
 
+    /// The keys as the Heartbeat 3 codec uses them: every key verifies,
+    /// the active one signs.
+    pub fn keyring(&self) -> Keyring {
+        Keyring::new(self.keys.clone(), self.active)
+            .unwrap_or_else(|| Keyring::single(self.active_key().clone()))
+    }
+
     /// The perfplus heartbeat key derived from the signing key: the method
     /// and the secret, domain-separated.
     pub fn cluster_key(&self) -> ClusterKey {
         let key = self.active_key();
-        ClusterKey::derive(format!("authkeys:{}:{}", key.method.name(), key.secret).as_bytes())
+        let mut material = format!("authkeys:{}:", key.method.name()).into_bytes();
+        material.extend_from_slice(&key.secret);
+        ClusterKey::derive(&material)
     }
+}
+
+/// C's `isspace` in the "C" locale, which `sscanf` and Heartbeat's
+/// `WHITESPACE` use.
+fn is_c_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+}
+
+/// `sscanf`'s `%d`: blanks, an optional sign, digits; the number and the rest.
+fn scan_int(text: &str) -> Option<(i64, &str)> {
+    let text = text.trim_start_matches(is_c_space);
+    let (negative, body) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits = body.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    // Saturate where C's %d would overflow: any such index is rejected.
+    let value: i64 = body[..digits].parse().unwrap_or(i64::MAX);
+    Some((if negative { -value } else { value }, &body[digits..]))
+}
+
+/// `sscanf`'s `%s`: blanks, then a word up to the next blank.
+fn scan_word(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim_start_matches(is_c_space);
+    let end = text.find(is_c_space).unwrap_or(text.len());
+    (end > 0).then(|| (&text[..end], &text[end..]))
 }
 
 /// Build the node configuration from Heartbeat's files.
@@ -610,6 +673,7 @@ pub(super) fn to_node_config(
             )
         })
         .collect();
+    warnings.extend(keys.warnings.iter().cloned());
     if keys.active_key().method == AuthMethod::Crc {
         warnings.push(format!(
             "{}: the signing key uses crc, which detects corruption but authenticates nothing: anyone on the network can forge heartbeats; use sha1",
@@ -635,13 +699,11 @@ pub(super) fn to_node_config(
         links,
         key: keys.cluster_key(),
         interval_ms: cf.keepalive_ms,
+        // perfplus's own detector judges, and Heartbeat's deadtime bounds
+        // it: a node is never declared dead later than Heartbeat would.
         detector: DetectorConfig {
-            method: Method::Deadline {
-                warn_us: cf.effective_warntime_ms() * 1_000,
-                dead_us: cf.deadtime_ms * 1_000,
-            },
-            pause_tolerance_us: 0,
-            observer_pause_threshold_us: (cf.keepalive_ms * 1_000).max(100_000),
+            max_silence_us: Some(cf.deadtime_ms * 1_000),
+            ..DetectorConfig::default()
         },
         initial_wait_ms: cf.effective_initdead_ms(),
         ping_nodes: cf.ping.clone(),
@@ -655,7 +717,15 @@ pub(super) fn to_node_config(
         tie_fence_delay_ms: 5_000,
         auto_failback: cf.auto_failback == AutoFailback::On,
         incarnation_file: None,
+        protocol: Protocol::Heartbeat3(Heartbeat3 {
+            keys: keys.keyring(),
+            deadtime_ms: cf.deadtime_ms,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+        }),
         warnings,
+        // ha.cf carries membership only; resources come from a native file.
+        cluster: super::ClusterConfig::default(),
+        realtime: cf.realtime,
     })
 }
 
@@ -801,15 +871,62 @@ crm off
     #[test]
     fn authkeys_are_read_with_index_and_method() {
         let keys = AuthKeys::parse(
-            "# keys\nauth 2\n1 md5 oldsecret\n2 sha1 new secret\n3 crc\n",
+            "# keys\nauth 2\n1 md5 oldsecret\n2 sha1 new\n3 crc\n",
             Path::new("authkeys"),
         )
         .unwrap();
         assert_eq!(keys.active, 2);
         assert_eq!(keys.active_key().method, AuthMethod::Sha1);
-        assert_eq!(keys.active_key().secret, "new secret");
+        assert_eq!(keys.active_key().secret, b"new");
         assert_eq!(keys.keys.len(), 3);
+        assert!(keys.warnings.is_empty());
         assert!(!format!("{keys:?}").contains("oldsecret"));
+        let ring = keys.keyring();
+        assert_eq!(ring.signing_key().index, 2);
+        assert!(ring.key(1).is_some() && ring.key(3).is_some());
+    }
+
+    #[test]
+    fn authkeys_secret_is_the_first_word_after_the_method_as_heartbeat_reads_it() {
+        // Heartbeat: sscanf(line, "%d%s%s"); `#` is a comment only where a
+        // line starts (after blanks).
+        let keys = AuthKeys::parse(
+            "   # indented comment\n\tauth 1\n1 sha1 testsecret and more words # note\n2 md5 #notacomment\n",
+            Path::new("authkeys"),
+        )
+        .unwrap();
+        assert_eq!(keys.active_key().secret, b"testsecret");
+        let two = keys.keys.iter().find(|k| k.index == 2).unwrap();
+        assert_eq!(two.secret, b"#notacomment");
+        assert_eq!(keys.warnings.len(), 2, "{:?}", keys.warnings);
+        assert!(keys.warnings[0].contains("`and more words # note` is ignored"));
+        assert!(keys.warnings[1].contains("a `#` is a comment only at the start of a line"));
+    }
+
+    #[test]
+    fn authkeys_follow_sscanf_for_odd_spacing_zero_index_and_redefinitions() {
+        // "auth1" and "1sha1 k" scan as Heartbeat scans them; index 0 is
+        // valid (MAXAUTH is 16); a later definition of an index replaces it,
+        // and a signing key is taken only from key lines below `auth`.
+        let keys = AuthKeys::parse(
+            "auth0\n0sha1 first\n0 md5 second\n+7 crc\n",
+            Path::new("authkeys"),
+        )
+        .unwrap();
+        assert_eq!(keys.active, 0);
+        assert_eq!(keys.active_key().method, AuthMethod::Md5);
+        assert_eq!(keys.active_key().secret, b"second");
+        assert_eq!(
+            keys.keys.iter().map(|k| k.index).collect::<Vec<_>>(),
+            vec![0, 7]
+        );
+        let err = AuthKeys::parse("1 sha1 k\nauth 1\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`auth 1` names no key defined after it"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -819,16 +936,75 @@ crm off
             .to_string();
         assert_eq!(
             err,
-            "/etc/ha.d/authkeys:2: unknown method `rot13`: expected sha1, md5 or crc"
+            "/etc/ha.d/authkeys:2: unknown method `rot13`: expected sha1, md5 or crc (lower case)"
         );
+        let err = AuthKeys::parse("auth 1\n1 SHA1 x\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown method `SHA1`"), "{err}");
         let err = AuthKeys::parse("auth 3\n1 sha1 x\n", Path::new("authkeys"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("names a key that is not defined"), "{err}");
-        let err = AuthKeys::parse("1 sha1\n", Path::new("authkeys"))
+        assert!(err.contains("`auth 3` names no key"), "{err}");
+        let err = AuthKeys::parse("auth 1\n1 sha1\n", Path::new("authkeys"))
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "authkeys:1: key 1 (sha1) has no secret");
+        assert_eq!(err, "authkeys:2: key 1 (sha1) has no secret");
+        let err = AuthKeys::parse("auth 1\n1 crc x\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key 1 (crc) takes no secret"), "{err}");
+        let err = AuthKeys::parse("auth 16\n16 sha1 x\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("authkeys:2: key index 16 is out of range"),
+            "{err}"
+        );
+        let err = AuthKeys::parse("automatic\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("authkeys:1: expected `auth <index>`"), "{err}");
+        let err = AuthKeys::parse("Auth 1\n", Path::new("authkeys"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("authkeys:1: expected `auth <index>` or `<index> <method> [key]`"),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any text, above all lines built from the words these files use,
+        /// is parsed or refused with an error, never a panic; a parsed
+        /// authkeys always has its signing key.
+        #[test]
+        fn garbage_files_never_panic(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        proptest::strategy::Just("auth".to_string()),
+                        proptest::strategy::Just("sha1".to_string()),
+                        proptest::strategy::Just("crc".to_string()),
+                        proptest::strategy::Just("#".to_string()),
+                        proptest::strategy::Just("node".to_string()),
+                        proptest::strategy::Just("ucast".to_string()),
+                        proptest::strategy::Just("deadtime".to_string()),
+                        "[0-9+-]{1,4}",
+                        "\\PC{0,6}",
+                    ],
+                    0..5,
+                ),
+                0..8,
+            )
+        ) {
+            let text: String = lines.iter().map(|l| l.join(" ") + "\n").collect();
+            if let Ok(keys) = AuthKeys::parse(&text, Path::new("authkeys")) {
+                proptest::prop_assert!(keys.keys.iter().any(|k| k.index == keys.active));
+                let _ = keys.keyring();
+            }
+            let _ = HaCf::parse(&text, Path::new("ha.cf"));
+        }
     }
 
     #[test]
@@ -862,13 +1038,13 @@ crm off
         );
         assert_eq!(config.interval_ms, 500);
         assert_eq!(config.initial_wait_ms, 30_000);
-        assert_eq!(
-            config.detector.method,
-            Method::Deadline {
-                warn_us: 5_000_000,
-                dead_us: 10_000_000
-            }
-        );
+        assert_eq!(config.detector.method, DetectorConfig::default().method);
+        assert_eq!(config.detector.max_silence_us, Some(10_000_000));
+        let Protocol::Heartbeat3(hb) = &config.protocol else {
+            panic!("ha.cf speaks Heartbeat 3: {:?}", config.protocol);
+        };
+        assert_eq!(hb.deadtime_ms, 10_000);
+        assert_eq!(hb.keys.signing_key().secret, b"s3cret");
         assert_eq!(config.links.len(), 3, "ucast lines on eth0 share one link");
         assert!(matches!(&config.links[0], LinkConfig::Unicast { peers, .. } if peers.len() == 2));
         assert_eq!(config.key, keys.cluster_key());

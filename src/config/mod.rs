@@ -12,10 +12,14 @@ use std::path::{Path, PathBuf};
 
 use crate::detector::{DetectorConfig, PingConfig};
 use crate::membership::{Fencing, MembershipConfig, NodeId, NodeSpec};
+use crate::wire::hb3::Keyring;
 use crate::wire::{ClusterId, ClusterKey};
 
+pub mod cluster;
 pub mod heartbeat;
 mod native;
+
+pub use cluster::{ClusterConfig, DriverKind, HostConfig, ResourceConfig};
 
 /// The default UDP port of perfplus heartbeats.
 pub const DEFAULT_PORT: u16 = 7694;
@@ -75,6 +79,30 @@ pub enum PingMethod {
     Tcp(u16),
 }
 
+/// The protocol a node speaks on its links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protocol {
+    /// perfplus heartbeats (`wire::heartbeat`), authenticated with
+    /// [`NodeConfig::key`].
+    Perfplus,
+    /// Heartbeat 3's packets: the node is one node of a Heartbeat cluster
+    /// (`heartbeat::Member` speaks for it).
+    Heartbeat3(Heartbeat3),
+}
+
+/// How a node takes part in a Heartbeat 3 cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat3 {
+    /// The `authkeys` keys: every key verifies, the active one signs.
+    pub keys: Keyring,
+    /// The deadtime this node advertises (`dt`): how long Heartbeat nodes
+    /// wait for it (Heartbeat uses the sender's, not its own).
+    pub deadtime_ms: u64,
+    /// Where the node's UUID and generation persist across restarts
+    /// (Heartbeat nodes reject a generation that goes back).
+    pub state_dir: PathBuf,
+}
+
 /// Everything a node needs to join its cluster.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
@@ -118,8 +146,19 @@ pub struct NodeConfig {
     /// File keeping the last incarnation, so that it grows even if the
     /// clock goes back (Heartbeat's `hb_generation`).
     pub incarnation_file: Option<PathBuf>,
+    /// The protocol on the links.
+    pub protocol: Protocol,
     /// Things worth telling the admin that are not errors.
     pub warnings: Vec<String>,
+    /// Hosts' capacities and addresses, resources, orchestrator settings
+    /// (empty: membership only).
+    pub cluster: ClusterConfig,
+    /// Run the threads that receive heartbeats, probe ping nodes and judge
+    /// peers at real-time priority (SCHED_RR 1), as Heartbeat and Corosync
+    /// do by default: a detector starved by a busy host would otherwise
+    /// see silence that is not there. Needs CAP_SYS_NICE; without it the
+    /// node runs at normal priority and says so.
+    pub realtime: bool,
 }
 
 impl NodeConfig {
@@ -144,7 +183,10 @@ impl NodeConfig {
             tie_fence_delay_ms: 5_000,
             auto_failback: false,
             incarnation_file: None,
+            protocol: Protocol::Perfplus,
             warnings: Vec::new(),
+            cluster: ClusterConfig::default(),
+            realtime: true,
         }
     }
 
@@ -154,6 +196,15 @@ impl NodeConfig {
         native::parse(&text, path)
     }
 
+    /// Read a native TOML configuration file as the node named `node` (an
+    /// admin tool's `--node`), whatever the file's `node` or the host name
+    /// say; `None` is [`NodeConfig::from_toml_file`]. One file can then
+    /// serve every host, each picked by name.
+    pub fn from_toml_file_for(path: &Path, node: Option<&str>) -> Result<Self, ConfigError> {
+        let text = read_text(path)?;
+        native::parse_for(&text, path, node)
+    }
+
     /// Parse native TOML text; `path` is used in messages (and to resolve
     /// relative key files).
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -161,7 +212,10 @@ impl NodeConfig {
     }
 
     /// Build from Heartbeat's files, for the node named `local_name`
-    /// (Heartbeat uses `uname -n`; see [`local_hostname`]).
+    /// (Heartbeat uses `uname -n`; see [`local_hostname`]). The node speaks
+    /// Heartbeat 3's protocol ([`Protocol::Heartbeat3`], state in
+    /// [`heartbeat::DEFAULT_STATE_DIR`]); set [`NodeConfig::protocol`] to
+    /// [`Protocol::Perfplus`] for a cluster of perfplus nodes only.
     pub fn from_heartbeat(
         ha_cf: &heartbeat::HaCf,
         authkeys: &heartbeat::AuthKeys,
@@ -231,6 +285,20 @@ impl NodeConfig {
                 if peers.is_empty() {
                     return Err(invalid("a unicast link has no peer addresses".into()));
                 }
+            }
+        }
+        if let Protocol::Heartbeat3(hb) = &self.protocol {
+            if self.interval_ms == 0 || hb.deadtime_ms <= 2 * self.interval_ms {
+                return Err(invalid(format!(
+                    "the advertised deadtime ({} ms) must be more than twice the keepalive ({} ms), as Heartbeat requires",
+                    hb.deadtime_ms, self.interval_ms
+                )));
+            }
+            if let Some(bad) = self.nodes.iter().find(|n| n.name != n.name.to_lowercase()) {
+                return Err(invalid(format!(
+                    "node name `{}` must be lower case: Heartbeat lower-cases node names",
+                    bad.name
+                )));
             }
         }
         if self.ping_nodes.len() > 255 {

@@ -8,6 +8,7 @@
 //! initial_wait_ms = 10000
 //! auto_failback = false
 //! incarnation_file = "/var/lib/perfplus/incarnation"
+//! realtime = true               # SCHED_RR for heartbeat threads (needs CAP_SYS_NICE)
 //!
 //! [detector]                    # all optional
 //! method = "phi"                # or "deadline" (with warn_ms, dead_ms)
@@ -43,6 +44,10 @@
 //! tie_delay_ms = 5000
 //! ```
 //!
+//! The HA keys (`capacity_mib`, `control` and `migration` on `[[nodes]]`,
+//! `[orchestrator]`, `[[resources]]`) are described in
+//! [`super::cluster`].
+//!
 //! Unknown keys are errors (a typo must not silently fall back to a
 //! default).
 
@@ -51,6 +56,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::cluster::{HostKeys, ResourceFile, Tunables};
 use super::heartbeat::AuthKeys;
 use super::{local_hostname, ConfigError, LinkConfig, NodeConfig, PingMethod, DEFAULT_PORT};
 use crate::detector::{Method, PhiConfig};
@@ -75,6 +81,9 @@ struct File {
     links: Vec<Link>,
     ping: Option<Ping>,
     fencing: Option<FencingFile>,
+    orchestrator: Option<Tunables>,
+    resources: Option<Vec<ResourceFile>>,
+    realtime: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +107,9 @@ struct Node {
     id: u16,
     name: String,
     votes: Option<u32>,
+    capacity_mib: Option<u64>,
+    control: Option<SocketAddr>,
+    migration: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +144,16 @@ struct FencingFile {
 }
 
 pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> {
+    parse_for(text, path, None)
+}
+
+/// As [`parse`], for the node named `node` if given (over the file's
+/// `node` and the host name).
+pub(super) fn parse_for(
+    text: &str,
+    path: &Path,
+    node: Option<&str>,
+) -> Result<NodeConfig, ConfigError> {
     let file: File = toml::from_str(text).map_err(|e| {
         let line = e.span().map_or(0, |span| {
             text[..span.start.min(text.len())].matches('\n').count() + 1
@@ -186,7 +208,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
             votes: n.votes.unwrap_or(1),
         })
         .collect();
-    let local_name = match file.node {
+    let local_name = match node.map(str::to_string).or(file.node) {
         Some(name) => name,
         None => local_hostname()?,
     };
@@ -257,7 +279,25 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
         });
     }
 
+    let host_keys: Vec<HostKeys> = file
+        .nodes
+        .iter()
+        .map(|n| HostKeys {
+            capacity_mib: n.capacity_mib,
+            control: n.control,
+            migration: n.migration,
+        })
+        .collect();
+    let cluster = super::cluster::build(
+        &nodes,
+        &host_keys,
+        file.resources.unwrap_or_default(),
+        file.orchestrator,
+        &invalid,
+    )?;
+
     let mut config = NodeConfig::new(&file.cluster, key);
+    config.cluster = cluster;
     config.source = path.display().to_string();
     config.nodes = nodes;
     config.local = local;
@@ -266,6 +306,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<NodeConfig, ConfigError> 
     config.initial_wait_ms = file.initial_wait_ms.unwrap_or(config.initial_wait_ms);
     config.auto_failback = file.auto_failback.unwrap_or(false);
     config.incarnation_file = file.incarnation_file.as_deref().map(relative);
+    config.realtime = file.realtime.unwrap_or(true);
 
     if let Some(d) = file.detector {
         let phi_defaults = PhiConfig::default();
@@ -431,6 +472,23 @@ command = ["/bin/true"]
         assert!(
             err.starts_with("node.toml:5: unknown field `interval_msec`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_node_named_by_the_caller_wins_over_the_file_and_the_host_name() {
+        // One file for every host: no `node`, and the host name unknown.
+        let text = SAMPLE.replace("node = \"beta\"", "");
+        let c = parse_for(&text, Path::new("node.toml"), Some("alpha")).unwrap();
+        assert_eq!(c.local, NodeId(1));
+        let c = parse_for(SAMPLE, Path::new("node.toml"), Some("alpha")).unwrap();
+        assert_eq!(c.local, NodeId(1), "over the file's `node = \"beta\"`");
+        let err = parse_for(SAMPLE, Path::new("node.toml"), Some("gamma"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "node.toml: this node `gamma` is not among [[nodes]] (alpha, beta)"
         );
     }
 

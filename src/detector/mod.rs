@@ -13,7 +13,9 @@
 //! - [`Deadline`]: per link, Heartbeat's fixed `deadtime`.
 //! - [`PeerMonitor`]: per peer, the verdict from all links: suspected when
 //!   every link is silent, dead when the suspicion outlives its deadline,
-//!   never before the [pause tolerance](DetectorConfig::pause_tolerance_us).
+//!   never before the [pause tolerance](DetectorConfig::pause_tolerance_us)
+//!   and never after a [maximum silence](DetectorConfig::max_silence_us)
+//!   (a Heartbeat peer's advertised deadtime).
 //! - [`ObserverClock`]: notices that this node itself was paused, so that
 //!   it accuses nobody for that time.
 //! - [`PingMonitor`]: the host's uplink [`Health`] from its ping nodes.
@@ -75,6 +77,11 @@ pub struct DetectorConfig {
     /// This node counts as paused when it runs later than asked by more
     /// than this, µs.
     pub observer_pause_threshold_us: u64,
+    /// An upper bound on the silence before conviction, µs, whatever the
+    /// method says (Heartbeat's `deadtime`): the method judges, this only
+    /// bounds it. A peer that advertises its own bound (a Heartbeat 3 node's
+    /// `dt`) is held to that one instead.
+    pub max_silence_us: Option<u64>,
 }
 
 impl Default for DetectorConfig {
@@ -83,6 +90,7 @@ impl Default for DetectorConfig {
             method: Method::Phi(PhiConfig::default()),
             pause_tolerance_us: 250_000,
             observer_pause_threshold_us: 100_000,
+            max_silence_us: None,
         }
     }
 }
@@ -105,6 +113,9 @@ pub enum DetectorError {
     /// The statistics window is too short to learn anything.
     #[error("the phi window must hold at least 16 arrivals, got {0}")]
     Window(u32),
+    /// The upper bound on silence is zero.
+    #[error("the maximum silence before conviction must be positive")]
+    MaxSilence,
     /// The deadline detector's dead time is zero or shorter than its warn time.
     #[error("deadline detector: dead time ({dead_us} µs) must be positive and at least the warn time ({warn_us} µs)")]
     DeadlineTimes {
@@ -118,6 +129,9 @@ pub enum DetectorError {
 impl DetectorConfig {
     /// Check that the settings can work.
     pub fn validate(&self) -> Result<(), DetectorError> {
+        if self.max_silence_us == Some(0) {
+            return Err(DetectorError::MaxSilence);
+        }
         match self.method {
             Method::Phi(phi) => {
                 let ordered = phi.suspect_phi > 0.0 && phi.suspect_phi <= phi.convict_phi;

@@ -14,6 +14,10 @@
 //! fixed when it starts: the latest of every link's conviction time and
 //! the last arrival plus the pause tolerance. A heartbeat on any link
 //! before the deadline clears the suspicion.
+//!
+//! A maximum silence (configured, or advertised by the peer as Heartbeat 3
+//! nodes advertise their deadtime) bounds every one of these times: however
+//! unsure the detector still is, a peer silent that long is convicted.
 
 use super::deadline::Deadline;
 use super::phi::{Arrival, PhiAccrual};
@@ -130,6 +134,8 @@ pub struct PeerMonitor {
     interval_us: u64,
     /// Silence is counted from no earlier than this (end of a local pause).
     evidence_from_us: u64,
+    /// Upper bound on the silence before conviction, if any.
+    max_silence_us: Option<u64>,
     state: PeerState,
 }
 
@@ -149,8 +155,26 @@ impl PeerMonitor {
             pause_tolerance_us: config.pause_tolerance_us,
             interval_us,
             evidence_from_us: 0,
+            max_silence_us: config.max_silence_us,
             state: PeerState::Unknown,
         }
+    }
+
+    /// Bound the silence before conviction (the peer's advertised
+    /// deadtime); `None` keeps the configured bound, if any.
+    pub fn set_max_silence_us(&mut self, max_silence_us: Option<u64>) {
+        self.max_silence_us = max_silence_us.or(self.max_silence_us);
+        if let PeerState::Suspected { since_us, .. } = self.state {
+            self.state = PeerState::Suspected {
+                since_us,
+                deadline_us: self.dead_at_us(),
+            };
+        }
+    }
+
+    /// The bound on silence in force, µs.
+    pub fn max_silence_us(&self) -> Option<u64> {
+        self.max_silence_us
     }
 
     /// The current verdict.
@@ -291,7 +315,11 @@ impl PeerMonitor {
         }
         let base = link.evidence.last_arrival_us().max(self.evidence_from_us);
         let (suspect, convict) = link.evidence.offsets_us();
-        (base.saturating_add(suspect), base.saturating_add(convict))
+        let cap = self.max_silence_us.unwrap_or(u64::MAX);
+        (
+            base.saturating_add(suspect.min(cap)),
+            base.saturating_add(convict.min(cap)),
+        )
     }
 
     fn suspect_at_us(&self) -> u64 {
@@ -314,7 +342,12 @@ impl PeerMonitor {
             .max(self.evidence_from_us)
             .saturating_add(self.pause_tolerance_us)
             .saturating_add(self.interval_us);
-        convict.max(paused)
+        let bound = self.max_silence_us.map_or(u64::MAX, |cap| {
+            self.last_arrival_us()
+                .max(self.evidence_from_us)
+                .saturating_add(cap)
+        });
+        convict.max(paused).min(bound)
     }
 
     fn check_links(&mut self, now_us: u64) -> Option<PeerTransition> {
@@ -478,6 +511,26 @@ mod tests {
             ]
         );
         assert_eq!(after, 1_000_000);
+    }
+
+    #[test]
+    fn max_silence_convicts_a_peer_the_detector_is_still_unsure_of() {
+        // Ten heartbeats are too few for phi to be bold: alone it would
+        // wait long. The peer's advertised 600 ms bound convicts at 600 ms.
+        let mut m = monitor(2);
+        let last = feed(&mut m, 10, &[0, 1]);
+        let mut unbounded = m.clone();
+        m.set_max_silence_us(Some(600_000));
+        let (seen, after) = run_until_dead(&mut m, last);
+        assert_eq!(after, 600_000, "{seen:?}");
+        let (_, unsure) = run_until_dead(&mut unbounded, last);
+        assert!(unsure > 600_000, "phi alone: {unsure} µs");
+        // A bound above what phi needs changes nothing.
+        let mut trained = monitor(1);
+        let last = feed(&mut trained, 3_000, &[0]);
+        trained.set_max_silence_us(Some(60_000_000));
+        let (_, after) = run_until_dead(&mut trained, last);
+        assert!(after <= 400_000, "{after}");
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{DriverError, DriverResource, PeerHost, ResourceDriver, ResourceStatus};
+use super::{
+    DriverError, DriverResource, MigrationSummary, PeerHost, ResourceDriver, ResourceStatus,
+};
 
 /// OCF exit codes (`ocf-returncodes`).
 mod rc {
@@ -35,6 +37,7 @@ pub struct OcfDriver {
     agent: String,
     local_node: String,
     timeout: Duration,
+    env: Vec<(String, String)>,
 }
 
 impl OcfDriver {
@@ -53,7 +56,15 @@ impl OcfDriver {
             agent: agent.into(),
             local_node: local_node.into(),
             timeout,
+            env: Vec::new(),
         }
+    }
+
+    /// Also set `key=value` in every agent's environment (e.g. `HA_RSCTMP`,
+    /// the agents' state directory, which Pacemaker sets too).
+    pub fn with_env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// The agent's path.
@@ -69,6 +80,7 @@ impl OcfDriver {
         let resource = DriverResource {
             name: self.agent.clone(),
             params: Default::default(),
+            memory_mib: None,
         };
         let run = self.run("meta-data", &resource, &[])?;
         match run.code {
@@ -111,6 +123,9 @@ impl OcfDriver {
             .stderr(Stdio::piped())
             // Its own process group, so a timeout kills its children too.
             .process_group(0);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
         for (key, value) in &resource.params {
             command.env(format!("OCF_RESKEY_{key}"), value);
         }
@@ -208,12 +223,13 @@ impl ResourceDriver for OcfDriver {
         &mut self,
         resource: &DriverResource,
         target: &PeerHost,
-    ) -> Result<(), DriverError> {
+    ) -> Result<MigrationSummary, DriverError> {
         let meta = [
             ("migrate_source", self.local_node.as_str()),
             ("migrate_target", target.name.as_str()),
         ];
-        self.expect_success("migrate_to", resource, &meta)
+        self.expect_success("migrate_to", resource, &meta)?;
+        Ok(MigrationSummary::default())
     }
 
     fn migrate_from(

@@ -46,16 +46,9 @@ impl From<crate::Error> for Failure {
             crate::Error::Backend(e) => backend_code(e),
             crate::Error::Migration(e) => migration_code(e),
             crate::Error::Workload(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+            crate::Error::Ha(e) => ha_code(e),
             crate::Error::Config(e) => config_code(e),
-            crate::Error::Node(e) => {
-                use crate::runtime::NodeError as N;
-                match e {
-                    N::Config(e) => config_code(e),
-                    N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
-                    N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
-                    N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
-                }
-            }
+            crate::Error::Node(e) => node_code(e),
             crate::Error::Medium(e) => {
                 use crate::medium::MediumError as M;
                 match e {
@@ -145,6 +138,44 @@ fn backend_code(e: &crate::backend::BackendError) -> perfplus_result {
     }
 }
 
+/// The result code of an HA node that could not start.
+fn ha_code(e: &crate::runtime::ha::HaError) -> perfplus_result {
+    use crate::driver::DriverError as D;
+    use crate::runtime::ha::HaError as H;
+    use perfplus_result as R;
+    match e {
+        H::Node(e) => node_code(e),
+        H::Orchestrator(_) | H::NoControlAddress(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+        H::Driver { source, .. } => match source {
+            D::Io { .. } | D::Timeout { .. } | D::Failed { .. } => R::PERFPLUS_RESULT_IO,
+            _ => R::PERFPLUS_RESULT_INVALID_CONFIG,
+        },
+        H::Listen { .. } => R::PERFPLUS_RESULT_ADDRESS,
+        H::Thread(_) => R::PERFPLUS_RESULT_IO,
+    }
+}
+
+/// The result code of a membership node that could not start.
+fn node_code(e: &crate::runtime::NodeError) -> perfplus_result {
+    use crate::runtime::NodeError as N;
+    use perfplus_result as R;
+    match e {
+        N::Config(e) => config_code(e),
+        N::Membership(_) => R::PERFPLUS_RESULT_INVALID_CONFIG,
+        N::Link { .. } => R::PERFPLUS_RESULT_ADDRESS,
+        N::Ping(_) | N::Incarnation { .. } | N::Thread(_) => R::PERFPLUS_RESULT_IO,
+        N::Heartbeat(e) => {
+            use crate::heartbeat::HeartbeatError as H;
+            match e {
+                H::Io { .. } | H::CorruptIdentity { .. } => R::PERFPLUS_RESULT_IO,
+                H::NodeNotListed { .. } | H::Timing { .. } | H::ZeroGeneration => {
+                    R::PERFPLUS_RESULT_INVALID_CONFIG
+                }
+            }
+        }
+    }
+}
+
 fn config_code(error: &crate::config::ConfigError) -> perfplus_result {
     match error {
         crate::config::ConfigError::Read { .. } => perfplus_result::PERFPLUS_RESULT_IO,
@@ -190,25 +221,9 @@ pub unsafe extern "C" fn perfplus_last_error(
 ) -> perfplus_result {
     const NAME: &str = "perfplus_last_error";
     super::boundary::guard(NAME, || {
-        // SAFETY: the caller promises `buf` points to `len` writable bytes or is NULL.
-        let buf = unsafe { super::handle::arg_out_bytes(buf.cast::<u8>(), len, NAME, "buf") }?;
-        // SAFETY: the caller promises `out_len` is writable or NULL.
-        let out_len = unsafe { super::handle::arg_out(out_len, NAME, "out_len") }?;
-        if buf.is_empty() {
-            return Err(Failure::new(
-                perfplus_result::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
-                format!("{NAME}: `len` is 0, no room for the terminating NUL"),
-            ));
-        }
-        let message = last_error();
-        let mut cut = message.len().min(buf.len() - 1);
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        buf[..cut].copy_from_slice(&message.as_bytes()[..cut]);
-        buf[cut] = 0;
-        out_len.write(message.len());
-        Ok(())
+        // SAFETY: the caller promises `buf` points to `len` writable bytes
+        // and `out_len` is writable, or NULL.
+        unsafe { super::handle::write_text(buf, len, out_len, NAME, || Ok(last_error())) }
     })
 }
 

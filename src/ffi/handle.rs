@@ -140,6 +140,59 @@ pub(crate) unsafe fn arg_out_bytes<'a>(
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
+/// Copy `text` into `buf` as `snprintf` does: at most `buf.len() - 1`
+/// bytes, cut at a UTF-8 character boundary, then a NUL. Returns the length
+/// of the whole text (so a result `>= buf.len()` means it was cut). `buf`
+/// must not be empty.
+pub(crate) fn copy_c_string(buf: &mut [u8], text: &str) -> usize {
+    let Some(room) = buf.len().checked_sub(1) else {
+        return text.len();
+    };
+    let mut cut = text.len().min(room);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    buf[..cut].copy_from_slice(&text.as_bytes()[..cut]);
+    buf[cut] = 0;
+    text.len()
+}
+
+/// Copy `text` into a fixed-size C string field (cut, NUL-terminated).
+pub(crate) fn c_string_field<const N: usize>(text: &str) -> [std::ffi::c_char; N] {
+    let mut bytes = [0_u8; N];
+    copy_c_string(&mut bytes, text);
+    bytes.map(|b| std::ffi::c_char::from_ne_bytes([b]))
+}
+
+/// Check a caller's text buffer (`buf` of `len` bytes, `out_len`) and fill
+/// it with `text` the way `perfplus_last_error` does. The out-parameters
+/// are checked before `text` is asked for.
+///
+/// # Safety
+/// `buf` must be NULL or point to `len` writable bytes; `out_len` NULL or
+/// writable.
+pub(crate) unsafe fn write_text(
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+    function: &str,
+    text: impl FnOnce() -> Result<String, Failure>,
+) -> Result<(), Failure> {
+    // SAFETY: forwarded caller promise.
+    let buf = unsafe { arg_out_bytes(buf.cast::<u8>(), len, function, "buf") }?;
+    // SAFETY: forwarded caller promise.
+    let out_len = unsafe { arg_out(out_len, function, "out_len") }?;
+    if buf.is_empty() {
+        return Err(Failure::new(
+            perfplus_result::PERFPLUS_RESULT_BUFFER_TOO_SMALL,
+            format!("{function}: `len` is 0, no room for the terminating NUL"),
+        ));
+    }
+    let text = text()?;
+    out_len.write(copy_c_string(buf, &text));
+    Ok(())
+}
+
 /// An opaque C type whose Rust value is boxed and owned by the C caller
 /// from `_new` until `_free`.
 pub(crate) trait BoxHandle: Sized {

@@ -29,10 +29,15 @@
 
 pub(crate) mod boundary;
 pub mod error;
+pub mod ha_node;
 pub(crate) mod handle;
 pub mod medium;
+pub mod migration;
 pub mod node;
+pub mod policy;
+pub mod receiver;
 pub mod result;
+pub mod round_tracker;
 pub mod version;
 pub mod xen;
 

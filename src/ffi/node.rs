@@ -239,7 +239,10 @@ pub unsafe extern "C" fn perfplus_node_config_from_file(
 }
 
 /// Read Heartbeat's `ha.cf` and `authkeys` (refused if group or others can
-/// read it) for the node named `node_name` (NULL: this host's name).
+/// read it) for the node named `node_name` (NULL: this host's name). The
+/// node joins the Heartbeat 3 cluster those files describe, speaking
+/// Heartbeat's own protocol on its media; it keeps the UUID and generation
+/// Heartbeat nodes know it by in `/var/lib/perfplus/heartbeat`.
 ///
 /// # Safety
 /// `ha_cf` and `authkeys` must be NUL-terminated strings, `node_name` one or
@@ -612,6 +615,39 @@ pub unsafe extern "C" fn perfplus_node_config_set_fencing(
     unsafe { with_config("perfplus_node_config_set_fencing", config, body) }
 }
 
+/// Where a node of a Heartbeat 3 cluster (a configuration from
+/// `perfplus_node_config_from_heartbeat`) keeps the UUID and generation
+/// Heartbeat nodes know it by (default `/var/lib/perfplus/heartbeat`,
+/// created at start). `PERFPLUS_RESULT_INVALID_ARGUMENT` for a
+/// configuration that speaks perfplus's own protocol.
+///
+/// # Safety
+/// `config` must be a live configuration or NULL; `path` a NUL-terminated
+/// string or NULL.
+#[no_mangle]
+pub unsafe extern "C" fn perfplus_node_config_set_state_dir(
+    config: *mut perfplus_node_config,
+    path: *const c_char,
+) -> perfplus_result {
+    const NAME: &str = "perfplus_node_config_set_state_dir";
+    let body = |c: &mut NodeConfig| {
+        // SAFETY: the caller promises a valid string or NULL.
+        let path = unsafe { arg_str(path, NAME, "path") }?;
+        match &mut c.protocol {
+            crate::config::Protocol::Heartbeat3(hb) => {
+                hb.state_dir = std::path::PathBuf::from(path);
+                Ok(())
+            }
+            crate::config::Protocol::Perfplus => Err(invalid(
+                NAME,
+                "only a node of a Heartbeat 3 cluster (perfplus_node_config_from_heartbeat) keeps a state directory",
+            )),
+        }
+    };
+    // SAFETY: forwarded caller promises.
+    unsafe { with_config(NAME, config, body) }
+}
+
 /// Free a configuration; NULL is a no-op.
 ///
 /// # Safety
@@ -662,7 +698,8 @@ impl EventHandler for CallbackHandler {
     }
 }
 
-fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
+/// The C form of a node event, and the text its `message` must point to.
+pub(crate) fn c_event(event: &NodeEvent) -> (perfplus_node_event, Option<CString>) {
     use perfplus_event_kind as K;
     let mut e = perfplus_node_event {
         kind: K::PERFPLUS_EVENT_WARNING,

@@ -522,6 +522,8 @@ fn report_progress(
             event.elapsed_ms = *elapsed_ms;
             event.downtime_ms = *downtime_ms;
         }
+        // Per-batch events are for progress bars; C hears of rounds.
+        Progress::Sent { .. } => return ProgressFlow::Continue,
     }
     if let Some(r) = &reason {
         event.reason = r.as_ptr();

@@ -98,8 +98,9 @@ pub enum DropReason {
 /// What the member learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A fresh, authenticated, sequenced packet from `node` on `link`:
-    /// the input of a failure detector.
+    /// A fresh, authenticated `status` from `node` on `link`: the input of
+    /// a failure detector. Only statuses count, as in Heartbeat, which
+    /// refreshes a node's liveness from its statuses alone.
     Arrival {
         /// The sender.
         node: String,
@@ -107,6 +108,15 @@ pub enum Event {
         link: usize,
         /// When.
         at_ms: u64,
+        /// The sender's generation (a new one is a restart).
+        generation: u64,
+        /// The index of this status among the sender's statuses on this
+        /// link in this generation: Heartbeat numbers every message it
+        /// sends, statuses and others alike, so this counts the statuses,
+        /// and each sequence number that never arrived as one lost status.
+        /// A detector can read gaps in it as loss and expect one beat per
+        /// keepalive.
+        beat: u64,
         /// The deadtime the sender advertises (`dt`), if it does.
         deadtime_ms: Option<u64>,
     },
@@ -176,9 +186,40 @@ struct PeerState {
     /// [`SEEN_WINDOW`] seqs up to it (bit 0 = `max_seq`).
     max_seq: u64,
     seen: u128,
-    /// Highest seq per link, for per-link arrivals.
-    link_max_seq: BTreeMap<usize, u64>,
+    /// Per link: what arrived on it, for per-link arrivals.
+    links: BTreeMap<usize, LinkStream>,
     status: Option<String>,
+}
+
+/// The messages of one peer on one link.
+#[derive(Debug, Clone, Copy, Default)]
+struct LinkStream {
+    /// Highest seq seen on the link (0: none yet).
+    max_seq: u64,
+    /// Statuses counted so far, lost ones included ([`Event::Arrival`]).
+    beat: u64,
+}
+
+impl LinkStream {
+    /// Account for `seq` arriving (newer than `max_seq`); the status beat
+    /// if it is a status.
+    fn advance(&mut self, seq: u64, status: bool) -> Option<u64> {
+        // Sequence numbers skipped on this link never arrived here (lost,
+        // or late): count them as lost statuses, the cautious reading.
+        let missing = if self.max_seq == 0 {
+            0
+        } else {
+            seq - self.max_seq - 1
+        };
+        self.max_seq = seq;
+        self.beat += missing;
+        if status {
+            self.beat += 1;
+            Some(self.beat)
+        } else {
+            None
+        }
+    }
 }
 
 /// One sent packet kept for retransmission.
@@ -363,28 +404,29 @@ impl Member {
 
         // Sequenced packets: replay/duplicate check, then a per-link arrival.
         if let Some(seq) = seq.filter(|_| sequenced) {
-            let link_max = peer.link_max_seq.entry(link).or_insert(0);
-            let fresh_on_link = seq > *link_max;
-            if fresh_on_link {
-                *link_max = seq;
+            let seen = mark_seen(peer, seq);
+            if let Seen::Stale = seen {
+                let reason = DropReason::StaleSeq { node: src, seq };
+                return drop(&mut self.stats, out, reason);
             }
-            match mark_seen(peer, seq) {
-                Seen::Stale => {
-                    let reason = DropReason::StaleSeq { node: src, seq };
-                    return drop(&mut self.stats, out, reason);
+            let stream = peer.links.entry(link).or_default();
+            if seq > stream.max_seq {
+                if let Some(beat) = stream.advance(seq, kind == "status") {
+                    out.push(Output::Event(Event::Arrival {
+                        node: src.clone(),
+                        link,
+                        at_ms: now.monotonic_ms,
+                        generation,
+                        beat,
+                        deadtime_ms: message.get_hex(field::DEADTIME),
+                    }));
                 }
-                Seen::Duplicate => {
-                    self.stats.accepted += 1;
-                    self.stats.duplicates += 1;
-                    if fresh_on_link {
-                        out.push(Output::Event(arrival(&src, link, now, &message)));
-                    }
-                    return;
-                }
-                Seen::Fresh => {}
             }
             self.stats.accepted += 1;
-            out.push(Output::Event(arrival(&src, link, now, &message)));
+            if let Seen::Duplicate = seen {
+                self.stats.duplicates += 1;
+                return;
+            }
             if kind != "status" || seq % 10 == 0 {
                 // Heartbeat waits for acks (flow control); one per message
                 // that is not a status, and every tenth status, like
@@ -597,15 +639,6 @@ impl Member {
                 None
             }
         }
-    }
-}
-
-fn arrival(node: &str, link: usize, now: Now, message: &Message) -> Event {
-    Event::Arrival {
-        node: node.to_owned(),
-        link,
-        at_ms: now.monotonic_ms,
-        deadtime_ms: message.get_hex(field::DEADTIME),
     }
 }
 

@@ -6,8 +6,11 @@
 //!   ([`Output`]). It sends a `status` every keepalive, answers what a member
 //!   must answer (`NS_ackmsg`, `reqnodes`, `starting`, `NS_rexmit`,
 //!   `query-cstatus`), tracks each peer's generation and sequence numbers and
-//!   drops replays. It judges no liveness: it reports every fresh arrival per
-//!   peer and link ([`Event::Arrival`]) for a failure detector to judge.
+//!   drops replays. It judges no liveness: it reports every fresh status
+//!   per peer and link ([`Event::Arrival`], with a status count that reads
+//!   missing sequence numbers as lost statuses) for a failure detector to
+//!   judge; the runtime (`runtime/hb3.rs`) feeds them to the membership
+//!   core, bounded by the deadtime each peer advertises.
 //! - [`identity`] persists what Heartbeat relies on across restarts: the
 //!   node's UUID, and a generation that only ever grows.
 //!

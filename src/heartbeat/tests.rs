@@ -269,28 +269,28 @@ fn each_link_reports_its_own_arrival_but_the_packet_is_processed_once() {
         Some(5),
         100,
     );
+    m.receive(0, &status(4), at(99), &mut out);
     m.receive(0, &req, at(100), &mut out);
     m.receive(1, &req, at(101), &mut out);
+    m.receive(1, &status(6), at(1100), &mut out);
+    m.receive(0, &status(6), at(1101), &mut out);
     let arrivals: Vec<_> = events(&out)
         .into_iter()
         .filter(|e| matches!(e, Event::Arrival { .. }))
         .collect();
+    let arrival = |link, at_ms, beat| Event::Arrival {
+        node: "nodea".into(),
+        link,
+        at_ms,
+        generation: 100,
+        beat,
+        deadtime_ms: Some(6000),
+    };
+    // Only statuses are arrivals; link 0 saw seq 5 (not a status) and
+    // counts beat 2 for seq 6; link 1 never saw seq 4, its first is beat 1.
     assert_eq!(
         arrivals,
-        [
-            Event::Arrival {
-                node: "nodea".into(),
-                link: 0,
-                at_ms: 100,
-                deadtime_ms: None
-            },
-            Event::Arrival {
-                node: "nodea".into(),
-                link: 1,
-                at_ms: 101,
-                deadtime_ms: None
-            },
-        ]
+        [arrival(0, 99, 1), arrival(1, 1100, 1), arrival(0, 1101, 2)]
     );
     assert_eq!(
         sent(&out)
@@ -299,7 +299,24 @@ fn each_link_reports_its_own_arrival_but_the_packet_is_processed_once() {
             .count(),
         1
     );
-    assert_eq!(m.stats().duplicates, 1);
+    assert_eq!(m.stats().duplicates, 2);
+}
+
+#[test]
+fn missing_sequence_numbers_count_as_lost_statuses() {
+    let mut m = started();
+    let mut out = Vec::new();
+    for (seq, t) in [(1, 0), (2, 1000), (5, 4000), (6, 5000)] {
+        m.receive(0, &status(seq), at(t), &mut out);
+    }
+    let beats: Vec<u64> = events(&out)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Arrival { beat, .. } => Some(*beat),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(beats, [1, 2, 5, 6]);
 }
 
 #[test]

@@ -439,6 +439,8 @@ impl Membership {
             changed = true;
         }
         let interval_us = u64::from(hb.interval_ms.max(1)) * 1_000;
+        peer.monitor
+            .set_max_silence_us(hb.deadtime_ms.map(|ms| ms.saturating_mul(1_000)));
         if let Some(transition) = peer.monitor.arrival(now_us, link, hb.seq, interval_us) {
             changed |= self.apply(index, transition, now_us, out);
         }
@@ -519,6 +521,7 @@ impl Membership {
             health: self.local_health,
             quorate: self.quorum.quorate,
             leaving: self.leaving,
+            deadtime_ms: None,
         }
     }
 

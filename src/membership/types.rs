@@ -53,6 +53,10 @@ pub struct Heartbeat {
     pub quorate: bool,
     /// The sender is leaving the cluster cleanly (it stopped its resources).
     pub leaving: bool,
+    /// The longest silence after which the sender asks to be declared dead,
+    /// ms (a Heartbeat 3 node's advertised deadtime, `dt`; perfplus packets
+    /// carry none). The detector still judges; this only bounds it.
+    pub deadtime_ms: Option<u64>,
 }
 
 /// Where a member stands, as seen from this node.
@@ -229,6 +233,76 @@ pub enum Event {
         /// The incarnation whose resources may be recovered.
         incarnation: Incarnation,
     },
+}
+
+/// One line per event, `KIND key=value ...`, as daemons log them
+/// (`MEMBER_UP node=2 incarnation=1764000000000 rejoined=false`).
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = match self {
+            Self::MemberUp {
+                node,
+                incarnation,
+                rejoined,
+            } => format!(
+                "MEMBER_UP node={} incarnation={} rejoined={rejoined}",
+                node.0, incarnation.0
+            ),
+            Self::MemberSuspected { node, deadline_us } => {
+                format!("MEMBER_SUSPECTED node={} deadline_us={deadline_us}", node.0)
+            }
+            Self::MemberCleared { node } => format!("MEMBER_CLEARED node={}", node.0),
+            Self::MemberDead { node, incarnation } => {
+                format!("MEMBER_DEAD node={} incarnation={}", node.0, incarnation.0)
+            }
+            Self::MemberLeft { node, incarnation } => {
+                format!("MEMBER_LEFT node={} incarnation={}", node.0, incarnation.0)
+            }
+            Self::MemberRestarted {
+                node,
+                previous,
+                incarnation,
+            } => format!(
+                "MEMBER_RESTARTED node={} previous={} incarnation={}",
+                node.0, previous.0, incarnation.0
+            ),
+            Self::LinkDown { node, link } => format!("LINK_DOWN node={} link={link}", node.0),
+            Self::LinkUp { node, link } => format!("LINK_UP node={} link={link}", node.0),
+            Self::HealthChanged { node, health } => format!(
+                "HEALTH node={} ping_reachable={} ping_configured={}",
+                node.0, health.reachable, health.configured
+            ),
+            Self::ViewChanged { epoch, members, .. } => format!(
+                "VIEW epoch={epoch} members={}",
+                members
+                    .iter()
+                    .map(|m| m.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            Self::QuorumChanged(q) => format!(
+                "QUORUM quorate={} votes={} expected={} reason={:?}",
+                q.quorate, q.votes, q.expected_votes, q.reason
+            ),
+            Self::LocalPause { duration_us } => format!("LOCAL_PAUSE duration_us={duration_us}"),
+            Self::FenceRequested { node, incarnation } => {
+                format!(
+                    "FENCE_REQUESTED node={} incarnation={}",
+                    node.0, incarnation.0
+                )
+            }
+            Self::FenceFailed { node, incarnation } => {
+                format!("FENCE_FAILED node={} incarnation={}", node.0, incarnation.0)
+            }
+            Self::RecoveryAllowed { node, incarnation } => {
+                format!(
+                    "RECOVERY_ALLOWED node={} incarnation={}",
+                    node.0, incarnation.0
+                )
+            }
+        };
+        f.write_str(&line)
+    }
 }
 
 /// What the core asks its runtime to do.

@@ -63,6 +63,18 @@ pub enum Progress {
         /// The decision.
         decision: Decision,
     },
+    /// A batch of pages went out (live rounds and the final pass alike):
+    /// for progress displays. The observer's answer is ignored.
+    Sent {
+        /// The round (the final pass has the highest number).
+        round: u32,
+        /// Pages of this round sent so far.
+        round_pages_sent: u64,
+        /// Pages this round sends in all.
+        round_pages: u64,
+        /// Bytes on the wire since the start, framing included.
+        bytes_on_wire: u64,
+    },
     /// The guest is paused; the final pass sends `final_pages`.
     Paused {
         /// Pages in the final pass.
@@ -146,6 +158,7 @@ impl<D: Domain, C: Clock, S: StreamSink> Run<'_, D, C, S> {
         round: u32,
         pfns: &[u64],
         planner: &mut Planner,
+        observer: &mut dyn FnMut(&Progress) -> ProgressFlow,
     ) -> Result<BatchSent, MigrationError> {
         let size = self.source.page_size();
         let mut round_sent = BatchSent::default();
@@ -159,6 +172,12 @@ impl<D: Domain, C: Clock, S: StreamSink> Run<'_, D, C, S> {
             for &pfn in chunk {
                 planner.sent(pfn);
             }
+            let _ = observer(&Progress::Sent {
+                round,
+                round_pages_sent: round_sent.pages(),
+                round_pages: pfns.len() as u64,
+                bytes_on_wire: self.sink.bytes_on_wire(),
+            });
         }
         self.sent.add(round_sent);
         Ok(round_sent)
@@ -273,7 +292,7 @@ where
         let round_start_ns = run.clock.now_ns();
         let round = (|| {
             let pfns = planner.live_round();
-            let sent = run.send(iteration, &pfns, &mut planner)?;
+            let sent = run.send(iteration, &pfns, &mut planner, &mut *observer)?;
             if decision.min_round_ms > 0.0 {
                 // min_round_ms is a finite, positive policy setting.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -321,7 +340,7 @@ where
         {
             return Err(MigrationError::Cancelled);
         }
-        run.send(iteration, &pfns, &mut planner)?;
+        run.send(iteration, &pfns, &mut planner, &mut *observer)?;
         Ok(pfns.len() as u64)
     })();
     let final_pages = match final_pass {

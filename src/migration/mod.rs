@@ -38,7 +38,7 @@ use std::fmt;
 
 use crate::backend::BackendError;
 pub use engine::{migrate, EngineConfig, MigrationReport, Progress, ProgressFlow};
-pub use policy::{Action, Decision, PrecopyPolicy, RoundStats, RoundStatsTracker};
+pub use policy::{Action, BuiltinPolicy, Decision, PrecopyPolicy, RoundStats, RoundStatsTracker};
 pub use receiver::{receive_tcp, Receiver, ReceiverState};
 pub use sink::{PerfplusSink, StreamSink};
 pub use stream::{StreamDigest, StreamError};

@@ -523,16 +523,88 @@ impl PrecopyPolicy for StopAndCopy {
     }
 }
 
+/// One of the built-in policies, by value, so that it can be tuned after
+/// being chosen by name (what the C ABI and the command line configure).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BuiltinPolicy {
+    /// [`PerfPlus`].
+    PerfPlus(PerfPlus),
+    /// [`XenDefault`].
+    XenDefault(XenDefault),
+    /// [`QemuDefault`].
+    QemuDefault(QemuDefault),
+    /// [`StopAndCopy`].
+    StopAndCopy(StopAndCopy),
+}
+
+impl BuiltinPolicy {
+    /// The built-in policy called `name` (one of [`POLICY_NAMES`]), with
+    /// its defaults.
+    pub fn by_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "perfplus" => Self::PerfPlus(PerfPlus::default()),
+            "xen-default" => Self::XenDefault(XenDefault::default()),
+            "qemu-default" => Self::QemuDefault(QemuDefault::default()),
+            "stop-and-copy" => Self::StopAndCopy(StopAndCopy),
+            _ => return None,
+        })
+    }
+
+    /// Set the downtime the policy aims at, ms: Perf+'s target (above it,
+    /// throttling steps in when enabled) or QEMU's `downtime-limit`.
+    /// Returns `false`, changing nothing, for a policy without one
+    /// (`xen-default` counts rounds and pages; `stop-and-copy` never
+    /// iterates).
+    pub fn set_downtime_target_ms(&mut self, ms: f64) -> bool {
+        match self {
+            Self::PerfPlus(p) => p.downtime_target_ms = ms,
+            Self::QemuDefault(q) => q.downtime_limit_ms = ms,
+            Self::XenDefault(_) | Self::StopAndCopy(_) => return false,
+        }
+        true
+    }
+
+    /// The downtime target or limit, ms, if the policy has one.
+    pub fn downtime_target_ms(&self) -> Option<f64> {
+        match self {
+            Self::PerfPlus(p) => Some(p.downtime_target_ms),
+            Self::QemuDefault(q) => Some(q.downtime_limit_ms),
+            Self::XenDefault(_) | Self::StopAndCopy(_) => None,
+        }
+    }
+
+    fn policy(&self) -> &dyn PrecopyPolicy {
+        match self {
+            Self::PerfPlus(p) => p,
+            Self::XenDefault(p) => p,
+            Self::QemuDefault(p) => p,
+            Self::StopAndCopy(p) => p,
+        }
+    }
+}
+
+impl PrecopyPolicy for BuiltinPolicy {
+    fn decide(&self, stats: &RoundStats) -> Decision {
+        self.policy().decide(stats)
+    }
+
+    fn encodings(&self) -> EncodingSet {
+        self.policy().encodings()
+    }
+
+    fn hot_rule(&self) -> Option<HotRule> {
+        self.policy().hot_rule()
+    }
+
+    fn name(&self) -> &'static str {
+        self.policy().name()
+    }
+}
+
 /// The built-in policies by name: `perfplus`, `xen-default`,
 /// `qemu-default`, `stop-and-copy`.
 pub fn by_name(name: &str) -> Option<Box<dyn PrecopyPolicy + Send>> {
-    Some(match name {
-        "perfplus" => Box::new(PerfPlus::default()),
-        "xen-default" => Box::new(XenDefault::default()),
-        "qemu-default" => Box::new(QemuDefault::default()),
-        "stop-and-copy" => Box::new(StopAndCopy),
-        _ => return None,
-    })
+    BuiltinPolicy::by_name(name).map(|p| Box::new(p) as Box<dyn PrecopyPolicy + Send>)
 }
 
 /// Names accepted by [`by_name`].
@@ -650,6 +722,27 @@ mod tests {
         // Under the target there is nothing to wait for.
         let s = stats(4, 5000, 60.0, 60.0);
         assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+    }
+
+    #[test]
+    fn builtin_policies_are_found_by_name_and_take_a_target_only_if_they_have_one() {
+        for name in POLICY_NAMES {
+            assert_eq!(BuiltinPolicy::by_name(name).unwrap().name(), name);
+        }
+        assert!(BuiltinPolicy::by_name("perf+").is_none());
+        let mut p = BuiltinPolicy::by_name("perfplus").unwrap();
+        assert!(p.set_downtime_target_ms(40.0));
+        assert_eq!(p.downtime_target_ms(), Some(40.0));
+        let mut q = BuiltinPolicy::by_name("qemu-default").unwrap();
+        assert!(q.set_downtime_target_ms(500.0));
+        // 1e9 B/s * 0.5 s covers 80 000 pages: QEMU now stops.
+        assert_eq!(
+            q.decide(&stats(3, 80_000, 0.0, 0.0)).action,
+            Action::StopAndCopy
+        );
+        let mut x = BuiltinPolicy::by_name("xen-default").unwrap();
+        assert!(!x.set_downtime_target_ms(40.0));
+        assert_eq!(x, BuiltinPolicy::XenDefault(XenDefault::default()));
     }
 
     #[test]

@@ -18,7 +18,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use super::encode::{apply_delta, Encoding};
-use super::stream::{PageBatch, Record, RecordDecoder, StreamDigest};
+use super::stream::{
+    PageBatch, Record, RecordDecoder, StreamDigest, StreamHeader, HEADER_RECORD_BYTES,
+};
 use super::transport::SimPeer;
 use super::MigrationError;
 use crate::backend::{Domain, Pfn};
@@ -301,62 +303,146 @@ pub fn receive_tcp<D: Domain>(
     io_timeout: Duration,
 ) -> (Receiver<D>, Result<(), MigrationError>) {
     let mut receiver = Receiver::new(domain);
-    let result = (|| {
-        stream
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
-            .map_err(|source| super::TransportError::Io {
+    let result = configure_tcp(&stream, io_timeout)
+        .and_then(|()| pump_tcp(&mut stream, &mut receiver, io_timeout, &[]));
+    (receiver, result)
+}
+
+/// Like [`receive_tcp`], for a receiver that learns the guest's geometry
+/// from the stream: `make_domain` gets the HEADER record and builds the
+/// receiving domain, or refuses the guest with a reason (e.g. it is larger
+/// than this host accepts): the sender then gets a NACK with that reason,
+/// the result is [`MigrationError::Refused`], and there is no receiver.
+/// Every read waits at most `io_timeout`.
+pub fn receive_tcp_with<D: Domain>(
+    mut stream: TcpStream,
+    io_timeout: Duration,
+    make_domain: impl FnOnce(&StreamHeader) -> Result<D, String>,
+) -> (Option<Receiver<D>>, Result<(), MigrationError>) {
+    let refuse = |stream: &mut TcpStream, error: MigrationError| {
+        let reason = match &error {
+            MigrationError::Refused { reason } => reason.clone(),
+            other => other.to_string(),
+        };
+        let mut nack = Vec::new();
+        Record::Nack(reason).encode(&mut nack);
+        // Best effort: the sender may be gone. The FIN follows the NACK, so
+        // the sender can read it even after its next write fails.
+        let _ = stream.write_all(&nack);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        (None, Err(error))
+    };
+    if let Err(e) = configure_tcp(&stream, io_timeout) {
+        return (None, Err(e));
+    }
+    let mut first = [0; HEADER_RECORD_BYTES];
+    if let Err(e) = stream.read_exact(&mut first) {
+        let error = read_error(e, io_timeout, "reading the stream header");
+        return refuse(&mut stream, error.into());
+    }
+    let mut decoder = RecordDecoder::new();
+    decoder.push(&first);
+    let header = match decoder.next_record() {
+        Ok(Some(Record::Header(header))) => header,
+        Ok(Some(other)) => {
+            let error = MigrationError::Protocol {
+                what: format!("the stream starts with {:?}, not HEADER", other.kind()),
+            };
+            return refuse(&mut stream, error);
+        }
+        Ok(None) => {
+            let error = MigrationError::Protocol {
+                what: "the stream does not start with a HEADER record".into(),
+            };
+            return refuse(&mut stream, error);
+        }
+        Err(e) => return refuse(&mut stream, e.into()),
+    };
+    let domain = match make_domain(&header) {
+        Ok(domain) => domain,
+        Err(reason) => return refuse(&mut stream, MigrationError::Refused { reason }),
+    };
+    let mut receiver = Receiver::new(domain);
+    let result = pump_tcp(&mut stream, &mut receiver, io_timeout, &first);
+    (Some(receiver), result)
+}
+
+fn configure_tcp(stream: &TcpStream, io_timeout: Duration) -> Result<(), MigrationError> {
+    stream
+        .set_read_timeout(Some(io_timeout))
+        .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+        .map_err(|source| {
+            super::TransportError::Io {
                 what: "configuring the migration socket",
                 source,
-            })?;
-        let mut buf = vec![0; 256 * 1024];
-        loop {
-            let n = match stream.read(&mut buf) {
+            }
+            .into()
+        })
+}
+
+fn read_error(
+    e: std::io::Error,
+    io_timeout: Duration,
+    what: &'static str,
+) -> super::TransportError {
+    match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            super::TransportError::Timeout {
+                what: "waiting for the sender",
+                after_ms: u64::try_from(io_timeout.as_millis()).unwrap_or(u64::MAX),
+            }
+        }
+        std::io::ErrorKind::UnexpectedEof => super::TransportError::Closed { what },
+        _ => super::TransportError::Io { what, source: e },
+    }
+}
+
+/// Feed `initial` bytes, then the stream, to `receiver`, answering the
+/// sender, until the guest is resumed here or the stream fails.
+fn pump_tcp<D: Domain>(
+    stream: &mut TcpStream,
+    receiver: &mut Receiver<D>,
+    io_timeout: Duration,
+    initial: &[u8],
+) -> Result<(), MigrationError> {
+    let mut buf = vec![0; 256 * 1024];
+    let mut pending = initial.len();
+    buf[..pending].copy_from_slice(initial);
+    loop {
+        let n = if pending > 0 {
+            std::mem::take(&mut pending)
+        } else {
+            match stream.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let error = if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) {
-                        super::TransportError::Timeout {
-                            what: "waiting for the sender",
-                            after_ms: u64::try_from(io_timeout.as_millis()).unwrap_or(u64::MAX),
-                        }
-                    } else {
-                        super::TransportError::Io {
-                            what: "reading the stream",
-                            source: e,
-                        }
-                    };
-                    let _ = receiver.fail(error.into());
+                    let error = read_error(e, io_timeout, "reading the stream");
+                    let error = receiver.fail(error.into());
+                    // Tell the sender why, if it still listens.
                     let _ = stream.write_all(&receiver.take_replies());
-                    return Err(MigrationError::Protocol {
-                        what: receiver.failure().unwrap_or("read failed").to_string(),
-                    });
-                }
-            };
-            let outcome = if n == 0 {
-                receiver.on_eof()
-            } else {
-                receiver.on_bytes(&buf[..n])
-            };
-            let replies = receiver.take_replies();
-            if !replies.is_empty() {
-                // The sender may already be gone after a failure.
-                let sent = stream.write_all(&replies);
-                if outcome.is_ok() {
-                    sent.map_err(|source| super::TransportError::Io {
-                        what: "answering the sender",
-                        source,
-                    })?;
+                    return Err(error);
                 }
             }
-            outcome?;
-            if receiver.state() == ReceiverState::Resumed || n == 0 {
-                return Ok(());
+        };
+        let outcome = if n == 0 {
+            receiver.on_eof()
+        } else {
+            receiver.on_bytes(&buf[..n])
+        };
+        let replies = receiver.take_replies();
+        if !replies.is_empty() {
+            // The sender may already be gone after a failure.
+            let sent = stream.write_all(&replies);
+            if outcome.is_ok() {
+                sent.map_err(|source| super::TransportError::Io {
+                    what: "answering the sender",
+                    source,
+                })?;
             }
         }
-    })();
-    (receiver, result)
+        outcome?;
+        if receiver.state() == ReceiverState::Resumed || n == 0 {
+            return Ok(());
+        }
+    }
 }

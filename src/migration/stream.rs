@@ -64,6 +64,8 @@ pub const VERSION: u16 = 1;
 pub const MAGIC: [u8; 8] = *b"PERFPLUS";
 /// Bytes of framing around each record's payload.
 pub const FRAME_BYTES: usize = 16;
+/// Bytes of the HEADER record, framing included (it is always first).
+pub const HEADER_RECORD_BYTES: usize = FRAME_BYTES + 24;
 /// Bytes of framing per page entry (the pfn/kind word).
 pub const PAGE_ENTRY_BYTES: usize = 8;
 /// Most pages in one batch.
@@ -745,6 +747,7 @@ mod tests {
         };
         let mut bytes = Vec::new();
         Record::Header(header).encode(&mut bytes);
+        assert_eq!(bytes.len(), HEADER_RECORD_BYTES);
         bytes.extend(batch(
             0,
             &[

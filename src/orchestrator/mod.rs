@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!  membership view, health, deaths ──┐
-//!  fencing results                   │      ┌─▶ Action::Fence / Migrate / Start
+//!  recovery allowed (after fencing)  │      ┌─▶ Action::Migrate / Start
 //!  resource reports, action results ─┼─▶ Orchestrator ─┤
 //!  admin: standby on/off             │      └─▶ Event (every decision, with its reason)
 //!  tick(now) ────────────────────────┘
@@ -21,9 +21,11 @@
 //!   peer's for `uplink_grace_ms` while the cluster link still works has
 //!   its resources live-migrated, one at a time, to the healthiest host with
 //!   room;
-//! - **host dead**: fencing is requested; only when it confirms are the
-//!   host's resources restarted on the best live hosts (never before: a
-//!   host that is only cut off may still be running them);
+//! - **host dead**: its resources are restarted on the best live hosts
+//!   only once membership allows recovery (the host is fenced, or left
+//!   cleanly, and this partition is quorate): a host that is only cut off
+//!   may still be running them. Fencing itself belongs to membership
+//!   ([`crate::membership`]), which owns the quorum and fencing rules;
 //! - **standby**: the host is evacuated by live migration;
 //! - **failback** (only with `auto_failback`): a resource returns to its
 //!   home host when that host is back and at least as healthy.
@@ -43,19 +45,9 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A host (cluster node) id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct HostId(pub u32);
-
-impl fmt::Display for HostId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "host {}", self.0)
-    }
-}
-
-/// Ping-node health of a host: percent of its ping nodes it can reach
-/// (100 = uplink fine, 0 = cut off from the outside).
-pub type Health = u8;
+pub use crate::detector::Health;
+/// A host is a cluster node: the orchestrator names hosts by node id.
+pub use crate::membership::NodeId as HostId;
 
 /// A host the orchestrator may place resources on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,8 +89,6 @@ pub struct OrchestratorConfig {
     pub auto_failback: bool,
     /// Live migrations out of one host at a time (they share its link).
     pub max_migrations_per_host: usize,
-    /// How long to wait for fencing before asking again.
-    pub fence_retry_ms: u64,
     /// How long a resource waits after a failed migration or start before
     /// the next attempt.
     pub migration_retry_ms: u64,
@@ -114,7 +104,6 @@ impl OrchestratorConfig {
             min_move_interval_ms: 60_000,
             auto_failback: false,
             max_migrations_per_host: 1,
-            fence_retry_ms: 10_000,
             migration_retry_ms: 5_000,
         }
     }
@@ -138,12 +127,11 @@ pub enum Input {
         /// Its health.
         health: Health,
     },
-    /// Membership declared a host dead.
+    /// Membership declared a host dead (or cut off from this partition).
     HostDead(HostId),
-    /// Fencing of a dead host confirmed: it can no longer run anything.
-    FenceConfirmed(HostId),
-    /// Fencing of a dead host failed.
-    FenceFailed(HostId),
+    /// Membership allows recovering a dead host's resources: it is fenced
+    /// (or left cleanly) and this partition is quorate.
+    RecoveryAllowed(HostId),
     /// An admin put a host in standby (`true`) or took it out (`false`).
     Standby {
         /// The host.
@@ -159,17 +147,22 @@ pub enum Input {
         /// Where it runs.
         host: HostId,
     },
-    /// A migration ended; on failure the guest still runs at the source.
+    /// A migration ended (whoever asked for it: the decider or an admin);
+    /// on failure the guest still runs at the source.
     MigrationDone {
         /// The resource.
         resource: String,
+        /// Its destination.
+        to: HostId,
         /// Whether it now runs at the destination.
         ok: bool,
     },
-    /// A start (restart after a death) ended.
+    /// A start ended (a restart after a death, or an admin's start).
     StartDone {
         /// The resource.
         resource: String,
+        /// Where it was started.
+        host: HostId,
         /// Whether it now runs.
         ok: bool,
     },
@@ -178,8 +171,6 @@ pub enum Input {
 /// What the orchestrator asks the runtime to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Fence (power off / isolate) a dead host, then report the result.
-    Fence(HostId),
     /// Live-migrate a resource.
     Migrate {
         /// The resource.
@@ -210,10 +201,8 @@ pub enum Reason {
         /// The best health among its peers.
         best_peer_health: Health,
     },
-    /// The host died and fencing confirmed it.
+    /// The host died and membership allowed recovery (it was fenced).
     HostFenced(HostId),
-    /// The host died; fencing must confirm before its resources restart.
-    HostDead(HostId),
     /// The host is in standby.
     Standby(HostId),
     /// The resource returns to its home host.
@@ -229,10 +218,10 @@ impl fmt::Display for Reason {
                 best_peer_health,
             } => write!(
                 f,
-                "{host} lost its uplink (health {health}% while a peer has {best_peer_health}%)"
+                "{host} lost its uplink (reaches {} of {} ping nodes; a peer reaches {})",
+                health.reachable, health.configured, best_peer_health.reachable
             ),
             Reason::HostFenced(h) => write!(f, "{h} died and was fenced"),
-            Reason::HostDead(h) => write!(f, "{h} was declared dead"),
             Reason::Standby(h) => write!(f, "{h} is in standby"),
             Reason::Failback(h) => write!(f, "its home {h} is back"),
         }
@@ -265,8 +254,9 @@ pub enum Event {
         /// Why it needs to move.
         reason: Reason,
     },
-    /// Resources of a dead host wait for fencing to confirm.
-    AwaitingFence(HostId),
+    /// Resources of a dead host wait until membership allows recovery
+    /// (fencing confirmed).
+    AwaitingRecovery(HostId),
     /// This partition lost quorum: the orchestrator decides nothing.
     QuorumLost,
     /// This partition has quorum again.
@@ -287,6 +277,62 @@ pub enum Event {
         /// Where it was to start.
         host: HostId,
     },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Migrate { resource, from, to } => {
+                write!(
+                    f,
+                    "migrate {resource} from node {} to node {}",
+                    from.0, to.0
+                )
+            }
+            Action::Start { resource, on } => write!(f, "start {resource} on node {}", on.0),
+        }
+    }
+}
+
+/// One line per event, `KIND ...: reason`, as daemons log them.
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Decided { action, reason } => write!(f, "DECIDED {action}: {reason}"),
+            Event::NoRoom { resource, reason } => {
+                write!(
+                    f,
+                    "NO_ROOM {resource} must move ({reason}) but no host may take it"
+                )
+            }
+            Event::Deferred {
+                resource,
+                until_ms,
+                reason,
+            } => write!(
+                f,
+                "DEFERRED {resource} ({reason}): it moved recently; not before t={until_ms} ms"
+            ),
+            Event::AwaitingRecovery(h) => {
+                write!(
+                    f,
+                    "AWAITING_RECOVERY node={}: its guests wait for fencing",
+                    h.0
+                )
+            }
+            Event::QuorumLost => f.write_str("QUORUM_LOST: deciding nothing"),
+            Event::QuorumRegained => f.write_str("QUORUM_REGAINED"),
+            Event::BecameDecider => f.write_str("DECIDER: this node decides for its partition"),
+            Event::MigrationFailed { resource, host } => write!(
+                f,
+                "MIGRATION_FAILED {resource}: it still runs on node {}",
+                host.0
+            ),
+            Event::StartFailed { resource, host } => {
+                write!(f, "START_FAILED {resource} on node {}", host.0)
+            }
+        }
+    }
 }
 
 /// An orchestrator output.
@@ -318,6 +364,25 @@ pub enum OrchestratorError {
     /// The local host is not among the configured hosts.
     #[error("the local {0} is not a configured host")]
     LocalNotConfigured(HostId),
+}
+
+/// A host as the orchestrator sees it (for status displays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostView {
+    /// The host.
+    pub id: HostId,
+    /// In the view.
+    pub live: bool,
+    /// Its ping health.
+    pub health: Health,
+    /// In standby.
+    pub standby: bool,
+    /// Dead, its resources waiting for recovery to be allowed.
+    pub awaiting_recovery: bool,
+    /// Guest memory placed on it, MiB.
+    pub used_mib: u64,
+    /// Guest memory it can hold, MiB.
+    pub capacity_mib: u64,
 }
 
 /// Where a resource is, as far as the cluster knows.
@@ -358,17 +423,18 @@ struct HostState {
     /// Since when the health has been below the best peer's.
     degraded_since_ms: Option<u64>,
     standby: bool,
-    fence: FenceState,
+    recovery: Recovery,
 }
 
+/// A host's death, as far as recovering its resources goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FenceState {
+enum Recovery {
     /// Not dead.
     None,
-    /// Dead; fencing requested, to be asked again at `retry_ms`.
-    Requested { retry_ms: u64 },
-    /// Dead and fenced (until it comes back).
-    Fenced,
+    /// Dead; waiting for membership to allow recovery.
+    Awaiting,
+    /// Dead and fenced: its resources may restart elsewhere.
+    Allowed,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +445,11 @@ struct ResourceState {
     last_move_ms: Option<u64>,
     /// After a failed attempt: not before this time.
     retry_at_ms: Option<u64>,
+    /// Whether a host has reported where it runs (else the placement is
+    /// the configured assumption of a cold start).
+    confirmed: bool,
+    /// The deferral last announced (so it is announced once).
+    deferred_until_ms: Option<u64>,
 }
 
 /// The orchestrator of one host; see the module documentation.
@@ -405,10 +476,10 @@ impl Orchestrator {
             let state = HostState {
                 spec: spec.clone(),
                 live: true,
-                health: 100,
+                health: Health::default(),
                 degraded_since_ms: None,
                 standby: false,
-                fence: FenceState::None,
+                recovery: Recovery::None,
             };
             if hosts.insert(spec.id, state).is_some() {
                 return Err(OrchestratorError::DuplicateHost(spec.id));
@@ -437,6 +508,8 @@ impl Orchestrator {
                 placement: Placement::Running(host),
                 last_move_ms: None,
                 retry_at_ms: None,
+                confirmed: false,
+                deferred_until_ms: None,
             };
             if states.insert(name.clone(), state).is_some() {
                 return Err(OrchestratorError::DuplicateResource(name));
@@ -464,6 +537,30 @@ impl Orchestrator {
         self.resources.get(resource).map(|r| r.placement)
     }
 
+    /// Whether a host has confirmed where the resource runs (a report or
+    /// an action's result), rather than the cold-start assumption.
+    pub fn is_confirmed(&self, resource: &str) -> bool {
+        self.resources.get(resource).is_some_and(|r| r.confirmed)
+    }
+
+    /// Every host as this orchestrator sees it.
+    pub fn hosts(&self) -> impl Iterator<Item = HostView> + '_ {
+        self.hosts.values().map(|h| HostView {
+            id: h.spec.id,
+            live: h.live,
+            health: h.health,
+            standby: h.standby,
+            awaiting_recovery: h.recovery == Recovery::Awaiting,
+            used_mib: self.used_mib(h.spec.id),
+            capacity_mib: h.spec.capacity_mib,
+        })
+    }
+
+    /// Whether this partition has quorum, as last told.
+    pub fn quorate(&self) -> bool {
+        self.quorate
+    }
+
     /// Whether this host decides for its partition now.
     pub fn is_decider(&self) -> bool {
         self.quorate && self.decider() == Some(self.config.local)
@@ -475,25 +572,17 @@ impl Orchestrator {
     }
 
     /// The earliest time at which [`tick`](Self::tick) may decide something
-    /// new (a grace period, an anti-flapping delay or a fencing retry ends).
+    /// new (a grace period, an anti-flapping delay or a retry pause ends).
     pub fn next_wakeup_ms(&self) -> Option<u64> {
         let grace = self
             .hosts
             .values()
             .filter_map(|h| h.degraded_since_ms.map(|t| t + self.config.uplink_grace_ms));
-        let fence = self.hosts.values().filter_map(|h| match h.fence {
-            FenceState::Requested { retry_ms } => Some(retry_ms),
-            _ => None,
-        });
         let moves = self.resources.values().flat_map(|r| {
             let next_move = r.last_move_ms.map(|t| t + self.config.min_move_interval_ms);
             next_move.into_iter().chain(r.retry_at_ms)
         });
-        grace
-            .chain(fence)
-            .chain(moves)
-            .filter(|t| *t > self.now_ms)
-            .min()
+        grace.chain(moves).filter(|t| *t > self.now_ms).min()
     }
 
     /// Feed one input at time `now_ms` (monotonic, milliseconds).
@@ -508,17 +597,10 @@ impl Orchestrator {
                 }
             }
             Input::HostDead(host) => self.on_dead(host, &mut out),
-            Input::FenceConfirmed(host) => {
+            Input::RecoveryAllowed(host) => {
                 if let Some(h) = self.hosts.get_mut(&host) {
-                    if matches!(h.fence, FenceState::Requested { .. }) {
-                        h.fence = FenceState::Fenced;
-                    }
-                }
-            }
-            Input::FenceFailed(host) => {
-                if let Some(h) = self.hosts.get_mut(&host) {
-                    if let FenceState::Requested { retry_ms } = &mut h.fence {
-                        *retry_ms = self.now_ms + self.config.fence_retry_ms;
+                    if !h.live {
+                        h.recovery = Recovery::Allowed;
                     }
                 }
             }
@@ -529,37 +611,46 @@ impl Orchestrator {
             }
             Input::Running { resource, host } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
-                    r.placement = Placement::Running(host);
-                }
-            }
-            Input::MigrationDone { resource, ok } => {
-                if let Some(r) = self.resources.get_mut(&resource) {
-                    if let Placement::Migrating { from, to } = r.placement {
-                        r.placement = Placement::Running(if ok { to } else { from });
-                        if ok {
-                            r.last_move_ms = Some(self.now_ms);
-                        } else {
-                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
-                            out.push(Output::Event(Event::MigrationFailed {
-                                resource,
-                                host: from,
-                            }));
-                        }
+                    // A move in flight ends with its own Done input; until
+                    // then both ends may report the guest (one paused).
+                    if !matches!(
+                        r.placement,
+                        Placement::Migrating { .. } | Placement::Starting(_)
+                    ) {
+                        r.placement = Placement::Running(host);
+                        r.confirmed = true;
                     }
                 }
             }
-            Input::StartDone { resource, ok } => {
+            Input::MigrationDone { resource, to, ok } => {
                 if let Some(r) = self.resources.get_mut(&resource) {
-                    if let Placement::Starting(host) = r.placement {
-                        if ok {
-                            r.placement = Placement::Running(host);
-                            r.last_move_ms = Some(self.now_ms);
-                        } else {
-                            // Try again, elsewhere if another host is better.
-                            r.placement = Placement::Lost(host);
-                            r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
-                            out.push(Output::Event(Event::StartFailed { resource, host }));
-                        }
+                    if ok {
+                        r.placement = Placement::Running(to);
+                        r.confirmed = true;
+                        r.last_move_ms = Some(self.now_ms);
+                    } else if let Placement::Migrating { from, .. } = r.placement {
+                        r.placement = Placement::Running(from);
+                        r.confirmed = true;
+                        r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                        out.push(Output::Event(Event::MigrationFailed {
+                            resource,
+                            host: from,
+                        }));
+                    }
+                }
+            }
+            Input::StartDone { resource, host, ok } => {
+                if let Some(r) = self.resources.get_mut(&resource) {
+                    if ok {
+                        // A start is not a move between hosts: it does not
+                        // hold back the next migration (anti-flapping).
+                        r.placement = Placement::Running(host);
+                        r.confirmed = true;
+                    } else if r.placement == Placement::Starting(host) {
+                        // Try again, elsewhere if another host is better.
+                        r.placement = Placement::Lost(host);
+                        r.retry_at_ms = Some(self.now_ms + self.config.migration_retry_ms);
+                        out.push(Output::Event(Event::StartFailed { resource, host }));
                     }
                 }
             }
@@ -582,7 +673,7 @@ impl Orchestrator {
             if now_live && !h.live {
                 // Back (a fenced host rebooted, or a partition healed before
                 // fencing): it runs nothing we placed elsewhere.
-                h.fence = FenceState::None;
+                h.recovery = Recovery::None;
                 h.degraded_since_ms = None;
             }
             h.live = now_live;
@@ -602,31 +693,30 @@ impl Orchestrator {
             return;
         };
         h.live = false;
-        if h.fence != FenceState::None {
+        h.degraded_since_ms = None;
+        if h.recovery != Recovery::None {
             return;
         }
-        // Every host records the request time, so a new decider retries.
-        h.fence = FenceState::Requested {
-            retry_ms: self.now_ms + self.config.fence_retry_ms,
-        };
+        h.recovery = Recovery::Awaiting;
+        let mut lost_any = false;
         for r in self.resources.values_mut() {
             r.placement = match r.placement {
                 Placement::Running(on) | Placement::Starting(on) if on == host => {
+                    lost_any = true;
                     Placement::Lost(on)
                 }
                 // The guest was still at the dead source.
-                Placement::Migrating { from, .. } if from == host => Placement::Lost(from),
+                Placement::Migrating { from, .. } if from == host => {
+                    lost_any = true;
+                    Placement::Lost(from)
+                }
                 // The destination died: the guest still runs at the source.
                 Placement::Migrating { from, to } if to == host => Placement::Running(from),
                 other => other,
             };
         }
-        if self.is_decider() {
-            out.push(Output::Act(Action::Fence(host)));
-            out.push(Output::Event(Event::Decided {
-                action: Action::Fence(host),
-                reason: Reason::HostDead(host),
-            }));
+        if lost_any {
+            out.push(Output::Event(Event::AwaitingRecovery(host)));
         }
     }
 
@@ -635,20 +725,12 @@ impl Orchestrator {
         let decider = self.is_decider();
         if decider && !self.was_decider {
             out.push(Output::Event(Event::BecameDecider));
-            // A fence the previous decider asked for may never have been
-            // sent: ask again now rather than after the retry interval.
-            for h in self.hosts.values_mut() {
-                if let FenceState::Requested { retry_ms } = &mut h.fence {
-                    *retry_ms = self.now_ms;
-                }
-            }
         }
         self.was_decider = decider;
         self.track_uplinks();
         if !decider {
             return;
         }
-        self.retry_fencing(out);
         self.restart_lost(out);
         self.evacuate(out);
     }
@@ -656,11 +738,11 @@ impl Orchestrator {
     /// Start or stop each host's "health below the best peer's" clock.
     fn track_uplinks(&mut self) {
         let now = self.now_ms;
-        let live: Vec<(HostId, Health)> = self
+        let live: Vec<(HostId, u8)> = self
             .hosts
             .values()
             .filter(|h| h.live)
-            .map(|h| (h.spec.id, h.health))
+            .map(|h| (h.spec.id, h.health.reachable))
             .collect();
         for h in self.hosts.values_mut() {
             let best_peer = live
@@ -668,7 +750,7 @@ impl Orchestrator {
                 .filter(|(id, _)| *id != h.spec.id)
                 .map(|(_, health)| *health)
                 .max();
-            let degraded = h.live && best_peer.is_some_and(|best| h.health < best);
+            let degraded = h.live && best_peer.is_some_and(|best| h.health.reachable < best);
             h.degraded_since_ms = match (degraded, h.degraded_since_ms) {
                 (true, None) => Some(now),
                 (true, since) => since,
@@ -682,27 +764,8 @@ impl Orchestrator {
             .values()
             .filter(|h| h.live && h.spec.id != host)
             .map(|h| h.health)
-            .max()
-            .unwrap_or(0)
-    }
-
-    fn retry_fencing(&mut self, out: &mut Vec<Output>) {
-        let now = self.now_ms;
-        let retry = self.config.fence_retry_ms;
-        for h in self.hosts.values_mut() {
-            if let FenceState::Requested { retry_ms } = h.fence {
-                if now >= retry_ms {
-                    h.fence = FenceState::Requested {
-                        retry_ms: now + retry,
-                    };
-                    out.push(Output::Act(Action::Fence(h.spec.id)));
-                    out.push(Output::Event(Event::Decided {
-                        action: Action::Fence(h.spec.id),
-                        reason: Reason::HostDead(h.spec.id),
-                    }));
-                }
-            }
-        }
+            .max_by_key(|health| health.reachable)
+            .unwrap_or_default()
     }
 
     /// Restart the resources of fenced hosts.
@@ -716,13 +779,9 @@ impl Orchestrator {
                 _ => None,
             })
             .collect();
-        let mut awaiting = Vec::new();
         for (name, dead) in lost {
-            let fenced = self.hosts.get(&dead).map(|h| h.fence);
-            if fenced != Some(FenceState::Fenced) {
-                if !awaiting.contains(&dead) {
-                    awaiting.push(dead);
-                }
+            let recovery = self.hosts.get(&dead).map(|h| h.recovery);
+            if recovery != Some(Recovery::Allowed) {
                 continue;
             }
             let reason = Reason::HostFenced(dead);
@@ -743,9 +802,6 @@ impl Orchestrator {
                     reason,
                 })),
             }
-        }
-        for host in awaiting {
-            out.push(Output::Event(Event::AwaitingFence(host)));
         }
     }
 
@@ -769,11 +825,16 @@ impl Orchestrator {
             let automatic = !matches!(reason, Reason::Standby(_));
             if automatic {
                 if let Some(until_ms) = self.move_allowed_at(&name) {
-                    out.push(Output::Event(Event::Deferred {
-                        resource: name,
-                        until_ms,
-                        reason,
-                    }));
+                    if let Some(r) = self.resources.get_mut(&name) {
+                        if r.deferred_until_ms != Some(until_ms) {
+                            r.deferred_until_ms = Some(until_ms);
+                            out.push(Output::Event(Event::Deferred {
+                                resource: name,
+                                until_ms,
+                                reason,
+                            }));
+                        }
+                    }
                     continue;
                 }
             }
@@ -839,9 +900,9 @@ impl Orchestrator {
         let home_state = self.hosts.get(&home)?;
         let home_ok = home_state.live
             && !home_state.standby
-            && home_state.fence == FenceState::None
+            && home_state.recovery == Recovery::None
             && home_state.degraded_since_ms.is_none()
-            && home_state.health >= h.health;
+            && !h.health.better_than(&home_state.health);
         home_ok.then_some(Reason::Failback(home))
     }
 

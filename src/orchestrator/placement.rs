@@ -2,7 +2,7 @@
 //! then the one with the most free memory, then the lowest id (so every
 //! host computes the same answer).
 
-use super::{FenceState, Health, HostId, Orchestrator};
+use super::{Health, HostId, Orchestrator, Recovery};
 
 /// What the caller wants of the target beyond eligibility.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,23 +21,25 @@ pub(super) fn choose_target(orch: &Orchestrator, resource: &str, wanted: Wanted)
     let eligible = orch.hosts.values().filter(|h| {
         h.live
             && !h.standby
-            && h.fence == FenceState::None
+            && h.recovery == Recovery::None
             && Some(h.spec.id) != wanted.exclude
             && wanted.only.is_none_or(|only| only == h.spec.id)
-            && wanted.min_health.is_none_or(|min| h.health > min)
+            && wanted
+                .min_health
+                .is_none_or(|min| h.health.better_than(&min))
             && (r.spec.allowed_hosts.is_empty() || r.spec.allowed_hosts.contains(&h.spec.id))
             && h.spec.capacity_mib.saturating_sub(orch.used_mib(h.spec.id)) >= r.spec.memory_mib
     });
-    let mut best: Option<(Health, u64, HostId)> = None;
+    let mut best: Option<(u8, u64, HostId)> = None;
     for h in eligible {
         let free = h.spec.capacity_mib.saturating_sub(orch.used_mib(h.spec.id));
         let better = match best {
             None => true,
             // Higher health, then more room; ties keep the lower id (seen first).
-            Some((health, room, _)) => (h.health, free) > (health, room),
+            Some((reachable, room, _)) => (h.health.reachable, free) > (reachable, room),
         };
         if better {
-            best = Some((h.health, free, h.spec.id));
+            best = Some((h.health.reachable, free, h.spec.id));
         }
     }
     best.map(|(_, _, id)| id)

@@ -15,6 +15,14 @@ fn hosts(capacity_mib: u64) -> Vec<HostSpec> {
         .collect()
 }
 
+/// Health as a percentage of 4 ping nodes reached.
+fn hp(percent: u8) -> Health {
+    Health {
+        reachable: (percent + 12) / 25,
+        configured: 4,
+    }
+}
+
 fn guest(name: &str, memory_mib: u64) -> ResourceSpec {
     ResourceSpec {
         name: name.into(),
@@ -48,11 +56,36 @@ impl Sim {
             live: vec![H1, H2, H3],
             quorate: true,
         });
+        for host in [H1, H2, H3] {
+            sim.input(Input::Health {
+                host,
+                health: hp(100),
+            });
+        }
         sim
     }
 
     fn input(&mut self, input: Input) -> Vec<Output> {
         self.orch.handle(self.now_ms, input)
+    }
+
+    /// Report the end of the move in flight for `resource` (a migration to
+    /// its destination, or a start), as the runtime would.
+    fn finish(&mut self, resource: &str, ok: bool) -> Vec<Output> {
+        let input = match self.orch.placement(resource) {
+            Some(Placement::Migrating { to, .. }) => Input::MigrationDone {
+                resource: resource.into(),
+                to,
+                ok,
+            },
+            Some(Placement::Starting(host)) => Input::StartDone {
+                resource: resource.into(),
+                host,
+                ok,
+            },
+            other => panic!("{resource} is not moving: {other:?}"),
+        };
+        self.input(input)
     }
 
     fn advance(&mut self, ms: u64) -> Vec<Output> {
@@ -92,11 +125,11 @@ fn uplink_loss_moves_guests_to_the_healthiest_host_after_the_grace_period() {
     let mut sim = Sim::new(H1, 4096, vec![(guest("web", 512), H2)]);
     sim.input(Input::Health {
         host: H3,
-        health: 80,
+        health: hp(80),
     });
     assert!(actions(&sim.input(Input::Health {
         host: H2,
-        health: 0
+        health: hp(0)
     }))
     .is_empty());
     // Not yet: the grace period filters a lost ping or two.
@@ -108,18 +141,15 @@ fn uplink_loss_moves_guests_to_the_healthiest_host_after_the_grace_period() {
         action: migrate("web", H2, H1),
         reason: Reason::UplinkLost {
             host: H2,
-            health: 0,
-            best_peer_health: 100
+            health: hp(0),
+            best_peer_health: hp(100)
         },
     }));
     assert_eq!(
         sim.orch.placement("web"),
         Some(Placement::Migrating { from: H2, to: H1 })
     );
-    sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: true,
-    });
+    sim.finish("web", true);
     assert_eq!(sim.orch.placement("web"), Some(Placement::Running(H1)));
 }
 
@@ -128,12 +158,12 @@ fn uplink_blip_shorter_than_the_grace_period_moves_nothing() {
     let mut sim = Sim::new(H1, 4096, vec![(guest("web", 512), H2)]);
     sim.input(Input::Health {
         host: H2,
-        health: 50,
+        health: hp(50),
     });
     sim.advance(900);
     sim.input(Input::Health {
         host: H2,
-        health: 100,
+        health: hp(100),
     });
     let out = sim.advance(5_000);
     assert!(actions(&out).is_empty(), "{out:?}");
@@ -145,7 +175,10 @@ fn all_uplinks_down_moves_nothing() {
     // Every host lost the outside world: nowhere is better.
     let mut sim = Sim::new(H1, 4096, vec![(guest("web", 512), H2)]);
     for h in [H1, H2, H3] {
-        sim.input(Input::Health { host: h, health: 0 });
+        sim.input(Input::Health {
+            host: h,
+            health: hp(0),
+        });
     }
     assert!(actions(&sim.advance(10_000)).is_empty());
 }
@@ -156,30 +189,27 @@ fn migrations_leave_one_host_one_at_a_time() {
     let mut sim = Sim::new(H1, 4096, resources);
     sim.input(Input::Health {
         host: H2,
-        health: 0,
+        health: hp(0),
     });
     let first = actions(&sim.advance(1_000));
     assert_eq!(first, vec![migrate("a", H2, H1)]);
-    let out = sim.input(Input::MigrationDone {
-        resource: "a".into(),
-        ok: true,
-    });
+    let out = sim.finish("a", true);
     // H1 now holds 256 MiB more than H3: H3 has the most room.
     assert_eq!(actions(&out), vec![migrate("b", H2, H3)]);
 }
 
 #[test]
-fn dead_host_is_fenced_before_its_guests_restart() {
+fn dead_host_guests_restart_only_once_recovery_is_allowed() {
     let mut sim = Sim::new(H1, 4096, vec![(guest("db", 1024), H3)]);
     sim.input(Input::View {
         live: vec![H1, H2],
         quorate: true,
     });
     let out = sim.input(Input::HostDead(H3));
-    assert_eq!(actions(&out), vec![Action::Fence(H3)]);
-    assert!(events(&out).contains(&Event::AwaitingFence(H3)));
+    assert!(actions(&out).is_empty(), "{out:?}");
+    assert!(events(&out).contains(&Event::AwaitingRecovery(H3)));
     assert_eq!(sim.orch.placement("db"), Some(Placement::Lost(H3)));
-    let out = sim.input(Input::FenceConfirmed(H3));
+    let out = sim.input(Input::RecoveryAllowed(H3));
     assert_eq!(
         actions(&out),
         vec![Action::Start {
@@ -194,38 +224,35 @@ fn dead_host_is_fenced_before_its_guests_restart() {
             ..
         }
     )));
-    sim.input(Input::StartDone {
-        resource: "db".into(),
-        ok: true,
-    });
+    sim.finish("db", true);
     assert_eq!(sim.orch.placement("db"), Some(Placement::Running(H1)));
 }
 
 #[test]
-fn without_fencing_confirmation_guests_stay_down_and_fencing_is_retried() {
-    let mut config = OrchestratorConfig::new(H1, hosts(4096));
-    config.fence_retry_ms = 5_000;
-    let mut sim = Sim::with_config(config, vec![(guest("db", 1024), H3)]);
+fn without_recovery_allowed_guests_stay_down() {
+    let mut sim = Sim::new(H1, 4096, vec![(guest("db", 1024), H3)]);
     sim.input(Input::View {
         live: vec![H1, H2],
         quorate: true,
     });
     sim.input(Input::HostDead(H3));
-    sim.input(Input::FenceFailed(H3));
-    let mut starts = 0;
-    let mut fences = 0;
     for _ in 0..30 {
-        for a in actions(&sim.advance(1_000)) {
-            match a {
-                Action::Start { .. } => starts += 1,
-                Action::Fence(H3) => fences += 1,
-                other => panic!("unexpected {other:?}"),
-            }
-        }
+        let out = sim.advance(1_000);
+        assert!(
+            actions(&out).is_empty(),
+            "never restart an unfenced host's guests: {out:?}"
+        );
     }
-    assert_eq!(starts, 0, "never restart an unfenced host's guests");
-    assert_eq!(fences, 6, "one retry per fence_retry_ms over 30 s");
     assert_eq!(sim.orch.placement("db"), Some(Placement::Lost(H3)));
+}
+
+#[test]
+fn recovery_is_ignored_for_a_live_host() {
+    // A stale "recovery allowed" must not restart guests of a host that is up.
+    let mut sim = Sim::new(H1, 4096, vec![(guest("db", 1024), H3)]);
+    let out = sim.input(Input::RecoveryAllowed(H3));
+    assert!(actions(&out).is_empty(), "{out:?}");
+    assert_eq!(sim.orch.placement("db"), Some(Placement::Running(H3)));
 }
 
 #[test]
@@ -242,10 +269,10 @@ fn partition_without_quorum_decides_nothing() {
     assert!(events(&out).contains(&Event::QuorumLost));
     let mut all = sim.input(Input::HostDead(H3));
     all.extend(sim.input(Input::HostDead(H2)));
-    all.extend(sim.input(Input::FenceConfirmed(H3)));
+    all.extend(sim.input(Input::RecoveryAllowed(H3)));
     all.extend(sim.input(Input::Health {
         host: H1,
-        health: 0,
+        health: hp(0),
     }));
     all.extend(sim.advance(120_000));
     assert!(actions(&all).is_empty(), "{all:?}");
@@ -253,43 +280,37 @@ fn partition_without_quorum_decides_nothing() {
 
 #[test]
 fn only_the_lowest_live_host_decides() {
-    let resources = vec![(guest("db", 1024), H3)];
+    let resources = vec![(guest("web", 512), H3)];
     let mut h1 = Sim::new(H1, 4096, resources.clone());
     let mut h2 = Sim::new(H2, 4096, resources);
     for sim in [&mut h1, &mut h2] {
-        sim.input(Input::View {
-            live: vec![H1, H2],
-            quorate: true,
+        sim.input(Input::Health {
+            host: H3,
+            health: hp(0),
         });
     }
-    assert_eq!(
-        actions(&h1.input(Input::HostDead(H3))),
-        vec![Action::Fence(H3)]
-    );
-    assert!(actions(&h2.input(Input::HostDead(H3))).is_empty());
+    assert_eq!(actions(&h1.advance(1_000)), vec![migrate("web", H3, H1)]);
+    assert!(actions(&h2.advance(1_000)).is_empty());
     assert!(h1.orch.is_decider() && !h2.orch.is_decider());
 }
 
 #[test]
 fn a_new_decider_finishes_what_the_dead_one_started() {
-    // H1 decided to fence H3, then died itself before the fence confirmed.
+    // H3 died; H1, the decider, died too before recovery was allowed.
     let mut h2 = Sim::new(H2, 4096, vec![(guest("db", 1024), H3)]);
     h2.input(Input::View {
         live: vec![H1, H2],
         quorate: true,
     });
     assert!(actions(&h2.input(Input::HostDead(H3))).is_empty());
-    // H1 dies; with a quorum device or two-node tie-break H2 stays quorate.
+    // With a quorum device or the two-node tie-break H2 stays quorate.
     let out = h2.input(Input::View {
         live: vec![H2],
         quorate: true,
     });
     assert!(events(&out).contains(&Event::BecameDecider));
-    // H3's fence request is sent again at once by the new decider.
-    assert_eq!(actions(&out), vec![Action::Fence(H3)]);
-    let out = h2.input(Input::HostDead(H1));
-    assert_eq!(actions(&out), vec![Action::Fence(H1)]);
-    let out = h2.input(Input::FenceConfirmed(H3));
+    h2.input(Input::HostDead(H1));
+    let out = h2.input(Input::RecoveryAllowed(H3));
     assert_eq!(
         actions(&out),
         vec![Action::Start {
@@ -326,18 +347,18 @@ fn flapping_uplink_moves_a_guest_at_most_once_per_interval() {
         let (bad, good) = if step % 2 == 0 { (H1, H2) } else { (H2, H1) };
         sim.input(Input::Health {
             host: good,
-            health: 100,
+            health: hp(100),
         });
         let out = sim.input(Input::Health {
             host: bad,
-            health: 0,
+            health: hp(0),
         });
         let mut out = out;
         out.extend(sim.advance(2_000));
         for a in actions(&out) {
             moves.push(sim.now_ms);
             if let Action::Migrate { resource, .. } = a {
-                sim.input(Input::MigrationDone { resource, ok: true });
+                sim.finish(&resource, true);
             }
         }
     }
@@ -345,6 +366,26 @@ fn flapping_uplink_moves_a_guest_at_most_once_per_interval() {
     for pair in moves.windows(2) {
         assert!(pair[1] - pair[0] >= 60_000, "moves at {moves:?}");
     }
+}
+
+#[test]
+fn a_guest_started_at_its_home_moves_at_once_when_that_uplink_fails() {
+    let mut config = OrchestratorConfig::new(H1, hosts(4096));
+    config.min_move_interval_ms = 60_000;
+    let mut sim = Sim::with_config(config, vec![(guest("web", 512), H2)]);
+    // The cold start: H2 starts its home guest (not a move).
+    sim.input(Input::StartDone {
+        resource: "web".into(),
+        host: H2,
+        ok: true,
+    });
+    sim.advance(1_000);
+    sim.input(Input::Health {
+        host: H2,
+        health: hp(0),
+    });
+    let out = sim.advance(1_000);
+    assert_eq!(actions(&out), vec![migrate("web", H2, H1)], "{out:?}");
 }
 
 #[test]
@@ -363,7 +404,7 @@ fn capacity_limits_where_guests_go() {
         quorate: true,
     });
     sim.input(Input::HostDead(H3));
-    let out = sim.input(Input::FenceConfirmed(H3));
+    let out = sim.input(Input::RecoveryAllowed(H3));
     assert!(
         actions(&out).is_empty(),
         "no host has 768 MiB free: {out:?}"
@@ -381,11 +422,11 @@ fn pinned_guest_goes_only_to_its_allowed_hosts() {
     let mut sim = Sim::new(H1, 4096, vec![(pinned, H2)]);
     sim.input(Input::Health {
         host: H3,
-        health: 40,
+        health: hp(40),
     });
     sim.input(Input::Health {
         host: H2,
-        health: 0,
+        health: hp(0),
     });
     // H1 is healthier but not allowed.
     assert_eq!(
@@ -403,14 +444,11 @@ fn standby_evacuates_by_live_migration_without_waiting() {
     });
     let out = sim.input(Input::Standby { host: H3, on: true });
     assert_eq!(actions(&out), vec![migrate("web", H3, H1)]);
-    sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: true,
-    });
+    sim.finish("web", true);
     // Standby hosts receive nothing.
     sim.input(Input::Health {
         host: H1,
-        health: 0,
+        health: hp(0),
     });
     assert_eq!(actions(&sim.advance(61_000)), vec![migrate("web", H1, H2)]);
 }
@@ -430,17 +468,14 @@ fn failback_happens_only_when_configured_and_not_for_sticky_guests() {
         let mut sim = Sim::with_config(config, vec![(spec, H2)]);
         sim.input(Input::Health {
             host: H2,
-            health: 0,
+            health: hp(0),
         });
         let out = sim.advance(1_000);
         assert_eq!(actions(&out), vec![migrate("web", H2, H1)]);
-        sim.input(Input::MigrationDone {
-            resource: "web".into(),
-            ok: true,
-        });
+        sim.finish("web", true);
         sim.input(Input::Health {
             host: H2,
-            health: 100,
+            health: hp(100),
         });
         let out = sim.advance(60_000);
         let back = actions(&out) == vec![migrate("web", H1, H2)];
@@ -466,11 +501,8 @@ fn destination_death_mid_migration_leaves_the_guest_at_the_source() {
         quorate: true,
     });
     let out = sim.input(Input::HostDead(H3));
-    // The guest never left H2: fence H3, and evacuate H2 to the other host.
-    assert_eq!(
-        actions(&out),
-        vec![Action::Fence(H3), migrate("web", H2, H1)]
-    );
+    // The guest never left H2: evacuate it to the other host.
+    assert_eq!(actions(&out), vec![migrate("web", H2, H1)]);
 }
 
 #[test]
@@ -487,9 +519,9 @@ fn a_source_host_taking_over_as_decider_finishes_its_own_evacuation() {
     });
     assert!(events(&out).contains(&Event::BecameDecider));
     assert_eq!(actions(&out), vec![migrate("web", H2, H3)]);
-    // ...and fences H1 when it is declared dead.
+    // H1's death changes nothing more: it ran no guest.
     let out = h2.input(Input::HostDead(H1));
-    assert_eq!(actions(&out), vec![Action::Fence(H1)]);
+    assert!(actions(&out).is_empty(), "{out:?}");
 }
 
 #[test]
@@ -497,13 +529,10 @@ fn failed_migration_keeps_the_guest_at_the_source_and_is_retried_after_a_pause()
     let mut sim = Sim::new(H1, 4096, vec![(guest("web", 512), H2)]);
     sim.input(Input::Health {
         host: H2,
-        health: 0,
+        health: hp(0),
     });
     assert_eq!(actions(&sim.advance(1_000)), vec![migrate("web", H2, H1)]);
-    let out = sim.input(Input::MigrationDone {
-        resource: "web".into(),
-        ok: false,
-    });
+    let out = sim.finish("web", false);
     assert!(events(&out).contains(&Event::MigrationFailed {
         resource: "web".into(),
         host: H2
@@ -536,37 +565,52 @@ fn configuration_errors_name_the_culprit() {
     );
     assert_eq!(
         unknown.err().unwrap().to_string(),
-        "resource \"x\" names host 9, which is not a configured host"
+        "resource \"x\" names node 9, which is not a configured host"
     );
 }
 
 // ---- Invariants under random inputs -----------------------------------
 
 fn any_host() -> impl Strategy<Value = HostId> {
-    (1_u32..=3).prop_map(HostId)
+    (1_u16..=3).prop_map(HostId)
 }
 
 fn any_input() -> impl Strategy<Value = Input> {
-    let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(String::from);
     prop_oneof![
         (proptest::collection::vec(any_host(), 0..=3), any::<bool>())
             .prop_map(|(live, quorate)| Input::View { live, quorate }),
-        (any_host(), prop_oneof![Just(0_u8), Just(50), Just(100)])
-            .prop_map(|(host, health)| Input::Health { host, health }),
+        (any_host(), prop_oneof![Just(0_u8), Just(50), Just(100)]).prop_map(|(host, health)| {
+            Input::Health {
+                host,
+                health: hp(health),
+            }
+        }),
         any_host().prop_map(Input::HostDead),
-        any_host().prop_map(Input::FenceConfirmed),
-        any_host().prop_map(Input::FenceFailed),
+        any_host().prop_map(Input::RecoveryAllowed),
         (any_host(), any::<bool>()).prop_map(|(host, on)| Input::Standby { host, on }),
-        (name.clone(), any::<bool>())
-            .prop_map(|(resource, ok)| Input::MigrationDone { resource, ok }),
-        (name, any::<bool>()).prop_map(|(resource, ok)| Input::StartDone { resource, ok }),
+    ]
+}
+
+/// A random step: an input, or the end of whatever move is in flight for a
+/// resource (a runtime reports only moves that happened).
+#[derive(Debug, Clone)]
+enum Step {
+    Input(Input),
+    Finish(String, bool),
+}
+
+fn any_step() -> impl Strategy<Value = Step> {
+    let name = prop_oneof![Just("a"), Just("b"), Just("c"), Just("d")].prop_map(String::from);
+    prop_oneof![
+        4 => any_input().prop_map(Step::Input),
+        1 => (name, any::<bool>()).prop_map(|(r, ok)| Step::Finish(r, ok)),
     ]
 }
 
 proptest! {
     #[test]
     fn invariants_hold_under_any_input_sequence(
-        steps in proptest::collection::vec((any_input(), 0_u64..20_000), 1..80)
+        steps in proptest::collection::vec((any_step(), 0_u64..20_000), 1..80)
     ) {
         let mut config = OrchestratorConfig::new(H1, hosts(1024));
         config.auto_failback = true;
@@ -579,11 +623,19 @@ proptest! {
         let mut sim = Sim::with_config(config, resources);
         let mut last_completed_move: BTreeMap<String, u64> = BTreeMap::new();
         let mut fenced: Vec<HostId> = Vec::new();
-        for (input, dt) in steps {
-            if let Input::FenceConfirmed(h) = &input {
+        for (step, dt) in steps {
+            let input = match step {
+                Step::Input(input) => input,
+                Step::Finish(resource, ok) => match sim.orch.placement(&resource) {
+                    Some(Placement::Migrating { to, .. }) => Input::MigrationDone { resource, to, ok },
+                    Some(Placement::Starting(host)) => Input::StartDone { resource, host, ok },
+                    _ => continue,
+                },
+            };
+            if let Input::RecoveryAllowed(h) = &input {
                 fenced.push(*h);
             }
-            if let Input::MigrationDone { resource, ok: true } = &input {
+            if let Input::MigrationDone { resource, ok: true, .. } = &input {
                 if matches!(sim.orch.placement(resource), Some(Placement::Migrating { .. })) {
                     last_completed_move.insert(resource.clone(), sim.now_ms);
                 }

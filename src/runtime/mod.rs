@@ -1,6 +1,8 @@
 //! The runtime: the one place with threads, sockets and clocks. It drives
 //! the sans-io cores ([`Membership`], [`PingMonitor`], the wire
-//! [`Receiver`]) with real time and real packets.
+//! [`Receiver`], or for a node of a Heartbeat 3 cluster the
+//! [`heartbeat::Member`](crate::heartbeat::Member)) with real time and real
+//! packets.
 //!
 //! ```text
 //!  link socket ──▶ receive thread ─┐  (one per link; timestamps arrivals)
@@ -10,6 +12,10 @@
 //!                                      └─▶ sends heartbeats on every link, probes
 //! ```
 //!
+//! The links speak the configured [`Protocol`]: perfplus heartbeats, or
+//! Heartbeat 3's packets (`hb3.rs`), whose status arrivals feed the same
+//! membership core and detector.
+//!
 //! Threads talk over crossbeam channels; the only shared state is a
 //! snapshot (members, quorum, counters) behind a parking_lot mutex that is
 //! never held while the handler runs: handlers run on their own thread and
@@ -17,8 +23,11 @@
 //! [`Node::start`], and every one is joined by [`Node::stop`] (Heartbeat
 //! forks after loading plugins; threads do not survive a fork).
 
+pub mod ha;
+mod hb3;
 mod links;
 mod ping;
+mod sched;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver as ChannelReceiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::config::{ConfigError, NodeConfig};
+use crate::config::{ConfigError, NodeConfig, Protocol};
 use crate::detector::{PingMonitor, Probe};
 use crate::membership::{
     Event, Incarnation, MemberInfo, Membership, MembershipError, MembershipStats, NodeId, Output,
@@ -94,6 +103,10 @@ pub enum NodeError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    /// The Heartbeat 3 member could not be set up (its persisted identity,
+    /// or settings Heartbeat would refuse).
+    #[error("Heartbeat 3 member: {0}")]
+    Heartbeat(#[from] crate::heartbeat::HeartbeatError),
 }
 
 /// A snapshot of the node's state, refreshed by the core thread.
@@ -166,7 +179,23 @@ impl Node {
         config.validate()?;
         let membership_config = config.membership();
         let clock = Clock(Instant::now());
-        let incarnation = next_incarnation(config.incarnation_file.as_deref())?;
+        let (protocol, incarnation) = match &config.protocol {
+            Protocol::Perfplus => {
+                let incarnation = next_incarnation(config.incarnation_file.as_deref())?;
+                let receiver = Receiver::new(
+                    config.cluster_id(),
+                    config.key.clone(),
+                    config.local,
+                    config.nodes.iter().map(|n| n.id),
+                    config.links.len(),
+                );
+                (Wire::Perfplus(receiver), incarnation)
+            }
+            Protocol::Heartbeat3(hb) => {
+                let (member, incarnation) = hb3::Hb3::new(&config, hb)?;
+                (Wire::Heartbeat3(Box::new(member)), incarnation)
+            }
+        };
         let core = Membership::new(membership_config, incarnation, 0)?;
         let links: Vec<links::Link> = config
             .links
@@ -183,13 +212,6 @@ impl Node {
                     .map_err(NodeError::Ping)?;
             Some(prober)
         };
-        let receiver = Receiver::new(
-            config.cluster_id(),
-            config.key.clone(),
-            config.local,
-            config.nodes.iter().map(|n| n.id),
-            links.len(),
-        );
         let shared = Arc::new(Mutex::new(Snapshot {
             members: core.members(),
             quorum: core.quorum(),
@@ -247,28 +269,40 @@ impl Node {
                 }
             }),
         )?;
+        let realtime = config.realtime;
+        let rt_warned = Arc::new(AtomicBool::new(false));
         for (index, socket) in sockets {
             let to_core = to_core.clone();
             let stop = stop.clone();
+            let (rt_warned, rt_events) = (rt_warned.clone(), to_events.clone());
             spawn(
                 &mut node,
                 format!("perfplus-link{index}"),
-                Box::new(move || receive_loop(index, &socket, clock, &stop, &to_core)),
+                Box::new(move || {
+                    sched::maybe_realtime(realtime, &rt_warned, &rt_events);
+                    drop(rt_events);
+                    receive_loop(index, &socket, clock, &stop, &to_core);
+                }),
             )?;
         }
         if let Some(prober) = prober {
             let to_core = to_core.clone();
             let stop = stop.clone();
+            let (rt_warned, rt_events) = (rt_warned.clone(), to_events.clone());
             spawn(
                 &mut node,
                 "perfplus-ping".into(),
-                Box::new(move || ping_loop(prober, &probes, clock, &stop, &to_core)),
+                Box::new(move || {
+                    sched::maybe_realtime(realtime, &rt_warned, &rt_events);
+                    drop(rt_events);
+                    ping_loop(prober, &probes, clock, &stop, &to_core);
+                }),
             )?;
         }
         let ping = PingMonitor::new(config.ping, config.ping_nodes.len(), 0);
         let mut core_loop = CoreLoop {
             core,
-            receiver,
+            wire: protocol,
             ping,
             links,
             cluster: config.cluster_id(),
@@ -292,7 +326,10 @@ impl Node {
         spawn(
             &mut node,
             "perfplus-core".into(),
-            Box::new(move || core_loop.run(&from_all)),
+            Box::new(move || {
+                sched::maybe_realtime(realtime, &rt_warned, &core_loop.to_events);
+                core_loop.run(&from_all);
+            }),
         )?;
         Ok(node)
     }
@@ -391,7 +428,8 @@ fn receive_loop(
     stop: &AtomicBool,
     to_core: &Sender<Msg>,
 ) {
-    let mut buf = [0u8; 2048];
+    // Room for any UDP datagram: Heartbeat 3 messages can be large.
+    let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         match socket.recv_from(&mut buf) {
             Ok((len, _from)) => {
@@ -450,9 +488,17 @@ fn ping_loop(
     }
 }
 
+/// What the links speak.
+enum Wire {
+    /// perfplus heartbeats, through the replay filter.
+    Perfplus(Receiver),
+    /// Heartbeat 3 packets, through the member.
+    Heartbeat3(Box<hb3::Hb3>),
+}
+
 struct CoreLoop {
     core: Membership,
-    receiver: Receiver,
+    wire: Wire,
     ping: PingMonitor,
     links: Vec<links::Link>,
     cluster: crate::wire::ClusterId,
@@ -478,12 +524,18 @@ impl CoreLoop {
         // Ping nodes count as reachable until their first dead time passes.
         let health = self.ping.health();
         self.core.set_local_health(0, health, &mut out);
+        if let Wire::Heartbeat3(member) = &mut self.wire {
+            let mut actions = Vec::new();
+            let now = self.clock.now_us();
+            member.start(now, &mut actions);
+            self.act(actions, now, &mut out);
+        }
         loop {
             let now = self.clock.now_us();
             let timeout = Duration::from_micros(wake_at.saturating_sub(now));
             match inbox.recv_timeout(timeout) {
-                Ok(Msg::Packet { link, at_us, bytes }) => {
-                    match self.receiver.accept(&bytes, link) {
+                Ok(Msg::Packet { link, at_us, bytes }) => match &mut self.wire {
+                    Wire::Perfplus(receiver) => match receiver.accept(&bytes, link) {
                         Ok(hb) => self.core.heartbeat(at_us, link, &hb, &mut out),
                         Err(Dropped::ForeignCluster(id)) if !self.warned_foreign => {
                             self.warned_foreign = true;
@@ -493,8 +545,13 @@ impl CoreLoop {
                         )));
                         }
                         Err(_) => {}
+                    },
+                    Wire::Heartbeat3(member) => {
+                        let mut actions = Vec::new();
+                        member.receive(link, &bytes, at_us, &mut actions);
+                        self.act(actions, at_us, &mut out);
                     }
-                }
+                },
                 Ok(Msg::PingReply { target, seq, at_us }) => {
                     if let Some(health) = self.ping.reply(at_us, target, seq) {
                         self.core.set_local_health(at_us, health, &mut out);
@@ -516,6 +573,13 @@ impl CoreLoop {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             let now = self.clock.now_us();
+            if let Wire::Heartbeat3(member) = &mut self.wire {
+                if now >= member.next_tick_us() {
+                    let mut actions = Vec::new();
+                    member.tick(now, &mut actions);
+                    self.act(actions, now, &mut out);
+                }
+            }
             let ticked = now >= wake_at;
             if ticked {
                 self.core.tick(now, &mut out);
@@ -531,8 +595,11 @@ impl CoreLoop {
             for output in out.drain(..) {
                 match output {
                     Output::Send(hb) => {
-                        let bytes = encode(self.cluster, &hb, &self.key);
-                        self.send(&bytes);
+                        // A Heartbeat 3 member sends its own statuses.
+                        if let Wire::Perfplus(_) = self.wire {
+                            let bytes = encode(self.cluster, &hb, &self.key);
+                            self.send(&bytes);
+                        }
                     }
                     Output::WakeAt(at) => wake_at = at,
                     Output::Event(event) => {
@@ -545,6 +612,13 @@ impl CoreLoop {
                 }
             }
             if let Some(at) = self.ping.next_tick_us() {
+                wake_at = wake_at.min(at.max(now + 1));
+            }
+            let next_status_us = match &self.wire {
+                Wire::Heartbeat3(member) => Some(member.next_tick_us()),
+                Wire::Perfplus(_) => None,
+            };
+            if let Some(at) = next_status_us {
                 wake_at = wake_at.min(at.max(now + 1));
             }
             if changed || ticked {
@@ -579,10 +653,37 @@ impl CoreLoop {
 
     fn leave(&mut self) {
         let now = self.clock.now_us();
-        for _ in 0..3 {
-            let hb = self.core.leave(now);
-            let bytes = encode(self.cluster, &hb, &self.key);
-            self.send(&bytes);
+        match &mut self.wire {
+            Wire::Perfplus(_) => {
+                for _ in 0..3 {
+                    let hb = self.core.leave(now);
+                    let bytes = encode(self.cluster, &hb, &self.key);
+                    self.send(&bytes);
+                }
+            }
+            Wire::Heartbeat3(member) => {
+                let _ = self.core.leave(now);
+                let mut actions = Vec::new();
+                member.leave(now, &mut actions);
+                let mut out = Vec::new();
+                self.act(actions, now, &mut out);
+            }
+        }
+    }
+
+    /// Carry out what the Heartbeat 3 member asks; membership outputs go to
+    /// `out`.
+    fn act(&mut self, actions: Vec<hb3::Action>, at_us: u64, out: &mut Vec<Output>) {
+        for action in actions {
+            match action {
+                hb3::Action::Send(bytes) => self.send(&bytes),
+                hb3::Action::Heartbeat { link, heartbeat } => {
+                    self.core.heartbeat(at_us, link, &heartbeat, out);
+                }
+                hb3::Action::Warning(w) => {
+                    let _ = self.to_events.send(NodeEvent::Warning(w));
+                }
+            }
         }
     }
 
@@ -636,7 +737,10 @@ impl CoreLoop {
         snapshot.members = members;
         snapshot.quorum = self.core.quorum();
         snapshot.view_epoch = self.core.view().0;
-        snapshot.wire = self.receiver.stats();
+        snapshot.wire = match &self.wire {
+            Wire::Perfplus(receiver) => receiver.stats(),
+            Wire::Heartbeat3(member) => member.stats(),
+        };
         snapshot.membership = self.core.stats();
         snapshot.bytes_sent = self.bytes_sent;
         snapshot.packets_sent = self.packets_sent;

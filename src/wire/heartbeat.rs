@@ -109,6 +109,34 @@ impl ClusterKey {
         // HMAC accepts keys of any length; 32 bytes cannot fail.
         <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())
     }
+
+    /// A key for another purpose (the control channel, say), derived from
+    /// this one: one secret configures both, and neither ever authenticates
+    /// the other's messages.
+    pub fn subkey(&self, purpose: &str) -> ClusterKey {
+        let mut mac = self.mac();
+        mac.update(b"perfplus subkey v1\0");
+        mac.update(purpose.as_bytes());
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`.
+    pub fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.mac();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the HMAC-SHA256 of `parts` (constant time).
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let mut mac = self.mac();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.verify_slice(tag).is_ok()
+    }
 }
 
 /// A cluster's id on the wire.
@@ -230,6 +258,7 @@ pub fn decode(bytes: &[u8], key: &ClusterKey) -> Result<(ClusterId, Heartbeat), 
             health,
             quorate: flags & FLAG_QUORATE != 0,
             leaving: flags & FLAG_LEAVING != 0,
+            deadtime_ms: None,
         },
     ))
 }
@@ -258,6 +287,7 @@ mod tests {
             },
             quorate: true,
             leaving: false,
+            deadtime_ms: None,
         }
     }
 
@@ -364,6 +394,7 @@ mod tests {
                         },
                         quorate: q,
                         leaving: l,
+                        deadtime_ms: None,
                     }
                 },
             )

@@ -3,6 +3,8 @@
 //! - [`heartbeat`]: the perfplus heartbeat packet (drawn in its module
 //!   docs), HMAC-SHA256 authenticated.
 //! - [`hb3`]: the Heartbeat 3 wire codec.
+//! - [`control`]: the control channel between perfplus HA nodes (migrate,
+//!   start, report, standby, status), challenge-authenticated.
 //! - [`Receiver`]: what stands between a socket and the membership core:
 //!   decodes, then drops and counts packets from other clusters, unknown
 //!   nodes, this node itself, stale incarnations and replays.
@@ -12,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod hb3;
 pub mod heartbeat;
 mod receiver;

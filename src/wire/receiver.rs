@@ -245,6 +245,7 @@ mod tests {
             health: Health::default(),
             quorate: true,
             leaving: false,
+            deadtime_ms: None,
         };
         encode(CLUSTER, &hb, &key())
     }

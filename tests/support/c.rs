@@ -110,6 +110,10 @@ pub fn run_under_valgrind(test: &str, binary: &Path, args: &[&str]) -> Option<Ou
     }
     let out = Command::new("valgrind")
         .args([
+            // Valgrind runs one thread at a time; its default lock lets a
+            // busy thread starve the others for seconds, which a cluster
+            // node's timers see as multi-second pauses.
+            "--fair-sched=yes",
             "--quiet",
             "--error-exitcode=99",
             "--leak-check=full",

@@ -5,7 +5,9 @@
 
 pub mod c;
 pub mod heartbeat;
+pub mod netem;
 pub mod netns;
+pub mod ppmem_netns;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +55,35 @@ pub fn profile_dir() -> PathBuf {
 /// The repository root.
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The example program `name`, built for this test profile first (cargo
+/// test builds the examples, but `cargo test --test X` alone does not
+/// rebuild them, and a stale example would test old code). Cheap when it
+/// is current.
+pub fn example_binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let path = profile_dir().join("examples").join(name);
+    if !built.iter().any(|b| b == name) {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .current_dir(repo_root())
+            .args(["build", "--quiet", "--example", name]);
+        if profile_dir().file_name().is_some_and(|p| p == "release") {
+            cargo.arg("--release");
+        }
+        let out = cargo.output().expect("run cargo to build an example");
+        assert!(
+            out.status.success(),
+            "cargo build --example {name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(name.to_string());
+    }
+    path
 }
 
 /// A fresh scratch directory for one test.

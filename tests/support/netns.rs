@@ -152,3 +152,21 @@ pub fn unavailable() -> Option<String> {
     }
     None
 }
+
+/// Run `f` on a new thread inside namespace `name` (setns moves only that
+/// thread), e.g. to bind a socket there; its result comes back on join.
+pub fn spawn_in<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{name}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns(2) on a valid, open namespace file descriptor moves
+        // only this new thread, which runs nothing but `f`.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}

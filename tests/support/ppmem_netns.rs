@@ -1,15 +1,20 @@
 //! A small lab of real `hanode` processes in network namespaces (all named
 //! `ppmem-<lab>-…`, addresses in 10.201.<subnet>.0/24), joined by a bridge
 //! in a router namespace that also answers pings at 10.201.<subnet>.254.
-//! Loss is injected with nftables (this kernel has no `sch_netem`).
+//! Loss and delay are injected with `super::netem` (nftables and an NFQUEUE
+//! delayer: this kernel has no `sch_netem`), as for the Heartbeat bench.
 //! Shared by `tests/membership_netns.rs` and `benches/detection.rs`.
-//! Everything it creates is removed on drop, also after a failure.
+//! Namespaces are `super::netns::Netns`: everything the lab creates,
+//! processes included, is removed on drop, also after a failure.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use super::netem::{self, Delay, Delayer};
+use super::netns::Netns;
 
 /// Run a command, failing with its stderr.
 pub fn sh(args: &[&str]) -> Result<(), String> {
@@ -65,6 +70,11 @@ pub struct Lab {
     dir: PathBuf,
     binary: PathBuf,
     procs: Vec<Option<Proc>>,
+    delayers: Vec<Option<Delayer>>,
+    /// A command the nodes run under (e.g. `chrt --rr 1`); empty by default.
+    pub launcher: Vec<String>,
+    // Dropped last (fields drop in order): processes and delayers first.
+    namespaces: Vec<Netns>,
 }
 
 impl Lab {
@@ -77,18 +87,19 @@ impl Lab {
         binary: &Path,
         dir: &Path,
     ) -> Result<Lab, String> {
-        let lab = Lab {
+        let mut lab = Lab {
             tag: tag.to_string(),
             subnet,
             nodes,
             dir: dir.to_path_buf(),
             binary: binary.to_path_buf(),
             procs: (0..nodes).map(|_| None).collect(),
+            delayers: (0..nodes).map(|_| None).collect(),
+            launcher: Vec::new(),
+            namespaces: Vec::new(),
         };
-        lab.remove_namespaces();
         let router = lab.router();
-        sh(&["ip", "netns", "add", &router])?;
-        sh(&["ip", "-n", &router, "link", "set", "lo", "up"])?;
+        lab.namespaces.push(Netns::new(&router));
         sh(&["ip", "-n", &router, "link", "add", "br0", "type", "bridge"])?;
         sh(&["ip", "-n", &router, "link", "set", "br0", "up"])?;
         sh(&[
@@ -104,8 +115,7 @@ impl Lab {
         for i in 1..=nodes {
             let ns = lab.ns(i);
             let (inner, outer) = lab.veth(i);
-            sh(&["ip", "netns", "add", &ns])?;
-            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+            lab.namespaces.push(Netns::new(&ns));
             sh(&[
                 "ip", "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
                 "netns", &router,
@@ -195,6 +205,7 @@ impl Lab {
         let config = self.dir.join(format!("n{i}.toml"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.ns(i)])
+            .args(&self.launcher)
             .arg(&self.binary)
             .arg("--config")
             .arg(&config)
@@ -293,31 +304,20 @@ impl Lab {
     }
 
     /// Drop `per_mille`/1000 of the UDP packets node `i` sends, each
-    /// independently (nftables `numgen random`; this kernel has no
-    /// `sch_netem`, and for i.i.d. loss the two are the same). 0 removes it.
+    /// independently ([`netem::set_loss`]). 0 removes it.
     pub fn loss(&self, i: usize, per_mille: u32) -> Result<(), String> {
-        let ns = self.ns(i);
-        let _ = sh(&[
-            "ip", "netns", "exec", &ns, "nft", "delete", "table", "inet", "ppmem",
-        ]);
-        if per_mille == 0 {
-            return Ok(());
+        netem::set_loss(&self.ns(i), per_mille)
+    }
+
+    /// Delay every UDP packet node `i` sends ([`netem::Delayer`]); `None`
+    /// stops delaying.
+    pub fn delay(&mut self, i: usize, delay: Option<Delay>) -> Result<(), String> {
+        self.delayers[i - 1] = None;
+        if let Some(delay) = delay {
+            let queue = u16::try_from(i).unwrap_or(u16::MAX);
+            self.delayers[i - 1] = Some(Delayer::start(&self.ns(i), queue, delay, i as u64)?);
         }
-        sh(&[
-            "ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "ppmem",
-        ])?;
-        sh(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "nft",
-            "add chain inet ppmem out { type filter hook output priority 0 ; }",
-        ])?;
-        let rule = format!(
-            "add rule inet ppmem out meta l4proto udp numgen random mod 1000 < {per_mille} drop"
-        );
-        sh(&["ip", "netns", "exec", &ns, "nft", &rule])
+        Ok(())
     }
 
     /// Take node `i`'s interface down (or up).
@@ -348,13 +348,6 @@ impl Lab {
             &target,
         ])
     }
-
-    fn remove_namespaces(&self) {
-        for i in 1..=self.nodes {
-            let _ = sh(&["ip", "netns", "del", &self.ns(i)]);
-        }
-        let _ = sh(&["ip", "netns", "del", &self.router()]);
-    }
 }
 
 impl Drop for Lab {
@@ -365,7 +358,8 @@ impl Drop for Lab {
                 let _ = p.child.wait();
             }
         }
-        self.remove_namespaces();
+        self.delayers.clear();
+        // The namespaces go with `self.namespaces`.
     }
 }
 

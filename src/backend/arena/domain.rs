@@ -78,20 +78,33 @@ impl ArenaDomain {
     /// or an incoming one (the destination, paused until its first
     /// `resume`, which starts it from the received memory and state).
     pub fn process(guest: GuestProcess) -> Result<Self, ArenaError> {
+        Self::try_process(guest).map_err(|(e, _)| e)
+    }
+
+    /// [`process`](Self::process), giving the guest back untouched when
+    /// it cannot be controlled (no pidfd, no access to its userfaultfd).
+    pub fn try_process(guest: GuestProcess) -> Result<Self, (ArenaError, Box<GuestProcess>)> {
         let layout = guest.layout();
         let pid = guest.pid();
-        let stopper = ProcessStopper::new(pid).map_err(os("opening a pidfd for the guest"))?;
-        let pidfd = sys::pidfd_open(pid).map_err(os("opening a pidfd for the guest"))?;
-        let uffd = sys::pidfd_getfd(pidfd.as_fd(), layout.uffd_fd).map_err(os(
-            "taking the guest's userfaultfd (pidfd_getfd needs the same uid or CAP_SYS_PTRACE)",
-        ))?;
-        let tracker = WriteTracker::new(
-            uffd,
-            WriteTracker::open_pagemap(pid)?,
-            layout.base,
-            layout.pages,
-            layout.page_size,
-        );
+        let parts = (|| {
+            let stopper = ProcessStopper::new(pid).map_err(os("opening a pidfd for the guest"))?;
+            let pidfd = sys::pidfd_open(pid).map_err(os("opening a pidfd for the guest"))?;
+            let uffd = sys::pidfd_getfd(pidfd.as_fd(), layout.uffd_fd).map_err(os(
+                "taking the guest's userfaultfd (pidfd_getfd needs the same uid or CAP_SYS_PTRACE)",
+            ))?;
+            let tracker = WriteTracker::new(
+                uffd,
+                WriteTracker::open_pagemap(pid)?,
+                layout.base,
+                layout.pages,
+                layout.page_size,
+            );
+            Ok::<_, ArenaError>((stopper, tracker))
+        })();
+        let (stopper, tracker) = match parts {
+            Ok(p) => p,
+            Err(e) => return Err((e, Box::new(guest))),
+        };
         let run = if guest.is_started() {
             RunControl::new(stopper)
         } else {

@@ -80,9 +80,13 @@ impl GuestCommand {
     }
 }
 
-/// Work to do just before an incoming guest starts (e.g. take over the
-/// service address).
-pub struct StartHook(pub Box<dyn FnMut() -> io::Result<()> + Send>);
+/// Work to do just before an incoming guest starts, given the spec it will
+/// run (e.g. take over `spec.listen`, the service address, on this host).
+/// An error stops the start: the guest does not run here.
+pub struct StartHook(pub Box<StartFn>);
+
+/// The function a [`StartHook`] runs.
+pub type StartFn = dyn FnMut(&GuestSpec) -> io::Result<()> + Send;
 
 impl std::fmt::Debug for StartHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -306,11 +310,11 @@ impl GuestProcess {
     pub fn start(&mut self, blob: &[u8]) -> Result<(), ArenaError> {
         let pid = self.child.id();
         let mut spec = GuestSpec::from_blob(blob).map_err(|e| guest_err(pid, e.to_string()))?;
-        if let Some(hook) = &mut self.start_hook {
-            (hook.0)().map_err(|e| guest_err(pid, format!("the start hook failed: {e}")))?;
-        }
         if let Some(addr) = self.listen_override {
             spec.listen = Some(addr);
+        }
+        if let Some(hook) = &mut self.start_hook {
+            (hook.0)(&spec).map_err(|e| guest_err(pid, format!("the start hook failed: {e}")))?;
         }
         let blob = String::from_utf8(spec.to_blob()).map_err(|e| guest_err(pid, e.to_string()))?;
         self.send(&format!("start {blob}"))?;
@@ -460,6 +464,13 @@ fn run_guest(args: &[String]) -> Result<(), String> {
     let region: &'static TrackedRegion = Box::leak(Box::new(
         TrackedRegion::new(pages).map_err(|e| e.to_string())?,
     ));
+    if incoming {
+        // The migration writes every page: fault them in now, in one call,
+        // rather than one fault per page while the stream is applied.
+        if let Err(e) = region.populate() {
+            eprintln!("incoming guest: {e}; pages will be faulted in as they arrive");
+        }
+    }
     let mem = region.memory();
     let mut out = io::stdout();
     let say = |out: &mut io::Stdout, line: &str| -> Result<(), String> {

@@ -25,28 +25,52 @@
 //! a guest left stopped by a migration controller that died (see
 //! [`handoff`]).
 //!
-//! Starting, watching and moving a guest (what an orchestrator does):
+//! Starting a guest, moving it to another host's receiver, restarting it
+//! from its write-ahead log (what an orchestrator does):
 //!
 //! ```no_run
 //! use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
-//! use perfplus::backend::arena::{ArenaDomain, GuestCommand, GuestProcess};
-//! use perfplus::backend::Domain;
+//! use perfplus::backend::arena::{
+//!     send_guest, Arrival, Fate, GuestCommand, GuestProcess, ReceiveConfig, ReceiveService,
+//!     SendConfig,
+//! };
+//! use perfplus::migration::engine::ProgressFlow;
+//! use perfplus::migration::policy::PerfPlus;
+//! use std::sync::Arc;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let program = GuestCommand::new("perfplus-arena-guest", &[]);
+//!
+//! // Every host runs one receiver: it adopts each incoming guest into its
+//! // own process and answers source keepers' status queries.
+//! let mut config = ReceiveConfig::new(program.clone());
+//! config.take_over = Some(Arc::new(|spec: &GuestSpec| {
+//!     // e.g. add spec.listen's address to this host and announce it
+//!     Ok(())
+//! }));
+//! let (receiver, arrivals) = ReceiveService::bind("10.202.0.2:7100".parse()?, config)?.spawn()?;
+//!
+//! // Start a guest (on the source host); returns once it serves.
 //! let mut spec = GuestSpec::new(WorkloadKind::Kv, 262_144); // 1 GiB
 //! spec.listen = Some("10.202.1.1:7000".parse()?);
 //! spec.wal_dir = Some("/srv/shared/kv1".into()); // optional: survive host death
-//! let guest = GuestProcess::spawn(&program, &spec)?; // start; returns once it serves
+//! let guest = GuestProcess::spawn(&program, &spec)?;
 //!
-//! // Live migration: the source is a Domain over the running guest, the
-//! // destination one over an incoming guest of the same size.
-//! let mut source = ArenaDomain::process(guest)?;
-//! let incoming = GuestProcess::spawn_incoming(&program, source.page_count())?;
-//! let mut destination = ArenaDomain::process(incoming)?;
-//! // ... run the migration engine from `source` to `destination` ...
-//! # let _ = &mut destination;
-//! source.into_process().map(|mut g| g.kill()); // after the hand-over
+//! // Move it: on success it runs at the receiver, and its process here is gone.
+//! let config = SendConfig::new(SendConfig::unique_id("kv1"));
+//! match send_guest(guest, receiver.addr(), &PerfPlus::default(), &config, &mut |_| {
+//!     ProgressFlow::Continue
+//! }) {
+//!     Ok(report) => println!("moved, downtime {:.1} ms", report.migration.downtime_ms),
+//!     Err(failure) => match failure.fate {
+//!         Fate::RunsHere(guest) => drop(guest), // still serving here (dropping ends it)
+//!         Fate::Moved | Fate::LeftToKeeper | Fate::Lost => {}
+//!     },
+//! }
+//! // On the receiving host: the adopted guest, running.
+//! if let Ok(Arrival::Adopted { guest, .. }) = arrivals.recv() {
+//!     guest.detach(); // let it outlive this handle
+//! }
 //!
 //! // Restart after a host died: the same spec, fresh memory; the key-value
 //! // service replays its write-ahead log from the shared directory.
@@ -55,6 +79,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A migration never leaves a guest running in two places: the receiver
+//! starts it only on the sender's COMMIT after verifying the stream, and
+//! records the outcome ([`handoff::Outcomes`]); a source stopped for the
+//! final pass whose sender dies is settled by its keeper from that
+//! record (see [`Outcome`] and the guest program's keeper).
+//!
 //! Needs Linux 6.7 or newer; [`check_support`] says what is missing
 //! elsewhere. `sys` holds the hand-written kernel definitions and every
 //! unsafe system call.
@@ -62,22 +92,29 @@
 mod domain;
 mod guest;
 pub mod handoff;
+mod host;
 mod keeper;
 mod local;
 mod probe;
 mod region;
 mod run;
+mod send;
 mod sys;
 mod tracker;
 pub mod workload;
 
 pub use domain::ArenaDomain;
-pub use guest::{guest_main, GuestCommand, GuestLayout, GuestProcess, StartHook, START_TIMEOUT};
+pub use guest::{
+    guest_main, GuestCommand, GuestLayout, GuestProcess, StartFn, StartHook, START_TIMEOUT,
+};
+pub use host::{Arrival, ReceiveConfig, ReceiveHandle, ReceiveService, TakeOver};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};
 pub use run::{Gate, GatePass, ProcessStopper, RunControl, Stopper, DUTY_PERIOD};
+pub use send::{send_domain, send_guest, Fate, SendConfig, SendError, SendFailure, SendReport};
+pub use sys::{enter_netns, thread_cpu_time};
 pub use tracker::{HarvestStats, WriteTracker, SCAN_REGIONS};
 
 use crate::backend::BackendError;

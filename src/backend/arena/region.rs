@@ -79,6 +79,16 @@ impl TrackedRegion {
         Ok(region)
     }
 
+    /// Fault every page in now (they stay zero), so that filling the
+    /// region later, e.g. by an incoming migration, takes no page faults.
+    /// Do it before arming write tracking.
+    pub fn populate(&self) -> Result<(), ArenaError> {
+        sys::populate_write(self.base, self.len).map_err(|source| ArenaError::Os {
+            context: "populating the arena".into(),
+            source,
+        })
+    }
+
     /// Address of the first byte, in this process.
     pub fn base_address(&self) -> u64 {
         self.base.as_ptr() as u64

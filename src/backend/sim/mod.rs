@@ -32,14 +32,19 @@
 //! and carries the switchover cost: restoring it into a receiving `sim`
 //! domain makes its [`Domain::resume`](crate::backend::sim::Domain::resume) take `switchover_fixed_ms` of virtual
 //! time.
+//!
+//! [`RealTimeSim`] runs the same guest with its virtual clock following real
+//! time, for migrations over a real link (TCP) instead of the simulated one.
 
 #![forbid(unsafe_code)]
 
+pub mod realtime;
 pub mod workload;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+pub use realtime::RealTimeSim;
 pub use workload::{Distribution, LinkSpec, Phase, Workload, WorkloadError, WriterSpec};
 
 use super::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};

@@ -7,8 +7,10 @@
 //! - `md5`: HMAC-MD5, 32 lower-case hex digits;
 //! - `crc`: a keyless 32-bit CRC (`%lx`), which detects corruption only.
 //!
+//! Key indexes are 0 to [`MAX_KEY_INDEX`] (Heartbeat's `MAXAUTH` is 16).
 //! Digests are compared in constant time. (Parsing the `authkeys` file is the
-//! configuration module's job; this module takes the keys it found.)
+//! configuration module's job, `config::heartbeat::AuthKeys`; this module
+//! takes the keys it found.)
 
 use hmac::{Hmac, Mac};
 
@@ -17,6 +19,9 @@ use super::Hb3Error;
 /// Heartbeat's CRC: polynomial 0x04C11DB7, not reflected, initial value 0,
 /// complemented at the end (the POSIX `cksum` CRC without the length suffix).
 const HEARTBEAT_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_CKSUM);
+
+/// The highest key index Heartbeat accepts (`MAXAUTH` - 1).
+pub const MAX_KEY_INDEX: u8 = 15;
 
 /// An `authkeys` method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +44,27 @@ impl AuthMethod {
         }
     }
 
-    /// The method named `name` in `authkeys` (case-insensitive, as Heartbeat).
+    /// The method named `name` in `authkeys`. Names are exact, as in
+    /// Heartbeat, which loads the plugin file of that name (`SHA1` is not
+    /// `sha1`).
     pub fn from_name(name: &str) -> Option<Self> {
         [AuthMethod::Sha1, AuthMethod::Md5, AuthMethod::Crc]
             .into_iter()
-            .find(|m| m.name().eq_ignore_ascii_case(name))
+            .find(|m| m.name() == name)
+    }
+
+    /// Whether the method takes a secret (`crc` does not).
+    pub fn needs_key(self) -> bool {
+        self != AuthMethod::Crc
     }
 }
 
 /// One `authkeys` key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthKey {
-    /// The key's index (the number before the method in `authkeys`).
-    pub index: u16,
+    /// The key's index (the number before the method in `authkeys`),
+    /// 0 to [`MAX_KEY_INDEX`].
+    pub index: u8,
     /// The method.
     pub method: AuthMethod,
     /// The secret (ignored by `crc`).
@@ -70,7 +83,7 @@ impl std::fmt::Debug for AuthKey {
 
 impl AuthKey {
     /// A key.
-    pub fn new(index: u16, method: AuthMethod, secret: impl Into<Vec<u8>>) -> Self {
+    pub fn new(index: u8, method: AuthMethod, secret: impl Into<Vec<u8>>) -> Self {
         Self {
             index,
             method,
@@ -177,7 +190,7 @@ impl Keyring {
 
     /// A keyring from `authkeys` keys, signing with the one at `signing_index`
     /// (`auth N`); `None` if no key has that index or two share an index.
-    pub fn new(keys: Vec<AuthKey>, signing_index: u16) -> Option<Self> {
+    pub fn new(keys: Vec<AuthKey>, signing_index: u8) -> Option<Self> {
         for (i, k) in keys.iter().enumerate() {
             if keys[..i].iter().any(|o| o.index == k.index) {
                 return None;
@@ -193,7 +206,7 @@ impl Keyring {
     }
 
     /// The key with `index`, if configured.
-    pub fn key(&self, index: u16) -> Option<&AuthKey> {
+    pub fn key(&self, index: u8) -> Option<&AuthKey> {
         self.keys.iter().find(|k| k.index == index)
     }
 
@@ -204,14 +217,14 @@ impl Keyring {
     }
 
     /// Check an authentication string against `data`; returns the key index.
-    pub fn verify(&self, auth: &[u8], data: &[u8]) -> Result<u16, Hb3Error> {
+    pub fn verify(&self, auth: &[u8], data: &[u8]) -> Result<u8, Hb3Error> {
         let malformed = || Hb3Error::MalformedAuth {
             value: String::from_utf8_lossy(&auth[..auth.len().min(200)]).into_owned(),
         };
         let text = std::str::from_utf8(auth).map_err(|_| malformed())?;
         let (index, digest) = text.split_once(' ').ok_or_else(malformed)?;
         if index.is_empty()
-            || index.len() > 5
+            || index.len() > 3
             || !index.bytes().all(|c| c.is_ascii_digit())
             || digest.is_empty()
             || digest.len() > 128
@@ -221,7 +234,9 @@ impl Keyring {
         {
             return Err(malformed());
         }
-        let index: u16 = index.parse().map_err(|_| malformed())?;
+        // Heartbeat never writes an index above 15; a number that does not
+        // even fit a byte is garbage, not an unknown key.
+        let index: u8 = index.parse().map_err(|_| malformed())?;
         let key = self.key(index).ok_or(Hb3Error::UnknownKeyIndex { index })?;
         if key.verify(data, digest) {
             Ok(index)

@@ -30,7 +30,7 @@ pub struct Decoded {
     /// How it was framed.
     pub framing: Framing,
     /// The index of the key that authenticated it.
-    pub key_index: u16,
+    pub key_index: u8,
 }
 
 /// The classic form of `message`, what the inner `auth` signs: every field

@@ -49,7 +49,7 @@ pub mod number;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{AuthKey, AuthMethod, Keyring};
+pub use auth::{AuthKey, AuthMethod, Keyring, MAX_KEY_INDEX};
 pub use codec::{classic_form, decode, encode, Decoded, Framing};
 pub use message::{field, Field, Message, Value};
 
@@ -135,13 +135,13 @@ pub enum Hb3Error {
     #[error("packet is signed with key index {index}, which is not configured in authkeys")]
     UnknownKeyIndex {
         /// The index in the packet.
-        index: u16,
+        index: u8,
     },
     /// The digest does not match: wrong key, or the packet was altered.
     #[error("authentication failed with key index {index} (wrong key or altered packet)")]
     AuthenticationFailed {
         /// The key index used.
-        index: u16,
+        index: u8,
     },
     /// The message to encode already has an `auth` field (the encoder adds it).
     #[error("message to encode already carries an `auth` field; the encoder adds it")]

@@ -249,7 +249,7 @@ fn arb_message() -> impl Strategy<Value = Message> {
 
 fn arb_keys() -> impl Strategy<Value = Keyring> {
     (
-        1u16..16,
+        0u8..=15,
         prop_oneof![
             Just(AuthMethod::Sha1),
             Just(AuthMethod::Md5),

@@ -31,6 +31,9 @@ const BUSY: u64 = u64::MAX;
 pub const MAX_CONNECTIONS: u64 = 256;
 /// Header register: writes applied (a hot word, like a kernel's counters).
 const WRITES: usize = header::REGISTERS;
+/// Header register: inserts in progress. An adopter finds half-inserted
+/// slots only when it is not zero, so it scans the table only then.
+const INSERTING: usize = header::REGISTERS + 1;
 
 /// Slots for `keys` keys: a power of two at least twice the key count.
 pub fn slots_for(keys: u64) -> u64 {
@@ -118,10 +121,13 @@ impl<'a> Table<'a> {
             match self.published_tag(slot) {
                 0 => {
                     let word = self.mem.word(slot);
+                    let inserting = self.mem.word(INSERTING);
+                    inserting.fetch_add(1, Ordering::AcqRel);
                     if word
                         .compare_exchange(0, BUSY, Ordering::AcqRel, Ordering::Acquire)
                         .is_err()
                     {
+                        inserting.fetch_sub(1, Ordering::AcqRel);
                         continue; // someone claimed it first: look at it again
                     }
                     for i in 2..SLOT_WORDS {
@@ -129,6 +135,7 @@ impl<'a> Table<'a> {
                     }
                     self.mem.store(slot + 1, value);
                     word.store(tag, Ordering::Release);
+                    inserting.fetch_sub(1, Ordering::AcqRel);
                     return Some(slot);
                 }
                 t if t == tag => return Some(slot),
@@ -193,6 +200,9 @@ pub(super) fn init(mem: ArenaMemory<'_>, spec: &GuestSpec, first: u64, end: u64)
 /// Clear slots a stop left half-inserted (their writes were never
 /// acknowledged).
 pub(super) fn recover(mem: ArenaMemory<'_>, first: u64, end: u64) {
+    if mem.load(INSERTING) == 0 {
+        return; // no insert was under way: no slot is half-inserted
+    }
     let table = Table::new(mem, first, end);
     for index in 0..=table.mask {
         let slot = table.slot(index);
@@ -200,6 +210,7 @@ pub(super) fn recover(mem: ArenaMemory<'_>, first: u64, end: u64) {
             mem.store(slot, 0);
         }
     }
+    mem.store(INSERTING, 0);
 }
 
 pub(super) fn verify(mem: ArenaMemory<'_>, first: u64, end: u64) -> Result<String, String> {
@@ -235,19 +246,25 @@ pub(super) fn verify(mem: ArenaMemory<'_>, first: u64, end: u64) -> Result<Strin
     Ok(format!("keys={keys} writes={}", mem.load(WRITES)))
 }
 
-/// Bind `addr`, retrying while it is in use (a migration source that has
-/// not exited yet may still hold it).
+/// How long a guest waits for its service address to become free (a
+/// migration source that has not exited yet may still hold it) or to
+/// arrive on this host.
+pub const BIND_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Bind `addr`, retrying while it is in use or not (yet) on this host,
+/// for up to [`BIND_PATIENCE`].
 fn bind_retrying(addr: SocketAddr) -> io::Result<TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + BIND_PATIENCE;
     loop {
         match TcpListener::bind(addr) {
             Ok(l) => return Ok(l),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable && Instant::now() < deadline => {
-                // The service address is still moving to this host.
-                std::thread::sleep(Duration::from_millis(2));
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(e),
         }
@@ -283,13 +300,43 @@ pub(super) fn serve(
         }
         None => None,
     };
-    let listener = bind_retrying(listen)?;
-    let addr = listener.local_addr()?;
-    listener.set_nonblocking(true)?;
+    // A fixed address still held by a migration source (on this host) or
+    // not yet moved here is bound in the background, so an adopting guest
+    // reports "running" at once and the source can be ended; port 0 must
+    // be bound now to learn the port.
+    let bound = match TcpListener::bind(listen) {
+        Ok(l) => Some(l),
+        Err(e)
+            if listen.port() != 0
+                && matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) =>
+        {
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let addr = match &bound {
+        Some(l) => l.local_addr()?,
+        None => listen,
+    };
     let connections = Arc::new(AtomicU64::new(0));
     let acceptor = std::thread::Builder::new()
         .name("kv-accept".into())
         .spawn(move || {
+            let listener = match bound.map_or_else(|| bind_retrying(listen), Ok) {
+                Ok(l) => l,
+                Err(e) => {
+                    // The guest cannot serve: end it (its controller sees it exit).
+                    eprintln!("kv: cannot listen on {listen}: {e}");
+                    std::process::exit(1);
+                }
+            };
+            if let Err(e) = listener.set_nonblocking(true) {
+                eprintln!("kv: cannot listen on {listen}: {e}");
+                std::process::exit(1);
+            }
             while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
@@ -412,6 +459,8 @@ mod tests {
             .map(|i| table.slot(i))
             .find(|&s| mem.load(s) == 0)
             .unwrap();
+        // (as an insert stopped between its claim and its publication)
+        mem.store(INSERTING, 1);
         mem.store(empty, BUSY);
         mem.store(empty + 1, 99);
         assert!(verify(mem, 1, 2).is_err());
