@@ -35,6 +35,7 @@ mod pv;
 mod pvh;
 mod receive;
 mod records;
+mod session;
 mod store;
 mod toolstack;
 pub mod transcode;
@@ -45,11 +46,9 @@ pub use domain::{LogDirtyStats, StopMethod, XenDomain};
 pub use error::XenError;
 pub use host::{DomainInfo, XenHost};
 pub use libxenctrl_sys::{Libraries, LoadError};
-pub use migrate::{
-    migrate_domain, transport_command, GuestType, XenMigrationOptions, XenMigrationReport,
-    PERFPLUS_RECEIVER, XL_RECEIVER,
-};
+pub use migrate::{migrate_domain, GuestType, XenMigrationReport};
 pub use pvh::GfnMap;
 pub use receive::{receive, ReceiveError, ReceiveOptions, ReceiveReport};
+pub use session::{transport_command, XenMigrationOptions, PERFPLUS_RECEIVER, XL_RECEIVER};
 pub use store::XenStore;
 pub use toolstack::Toolstack;

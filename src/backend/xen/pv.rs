@@ -38,7 +38,7 @@ use std::sync::Mutex;
 use libxenctrl_sys as sys;
 
 use super::channel::ChannelWriter;
-use super::migrate::{await_ready, hand_over, xen_failure, HandoverError, Session, XlLink};
+use super::session::{await_ready, hand_over, xen_failure, HandoverError, Session, XlLink};
 use super::transcode::Encoder;
 use super::xl::{libxl_empty_record, LIBXL_REC_END};
 use super::XenDomain;

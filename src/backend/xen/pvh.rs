@@ -28,8 +28,8 @@ use std::sync::Arc;
 use libxenctrl_sys as sys;
 
 use super::domain::{backend_error, page_types};
-use super::migrate::{await_ready, hand_over, HandoverError, Session, XlLink};
 use super::records::{self, pfinfo_has_data, REC_TYPE_END, REC_TYPE_STATIC_DATA_END};
+use super::session::{await_ready, hand_over, HandoverError, Session, XlLink};
 use super::xl::{libxl_empty_record, LIBXL_REC_END};
 use super::{XenDomain, XenError, XenHost};
 use crate::backend::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};
