@@ -425,13 +425,16 @@ pub fn receive_main(args: &[String]) -> ExitCode {
         Ok(report) => {
             let s = report.stream;
             eprintln!(
-                "perfplus migrate-receive: {} bytes received, {} rebuilt ({} pages: {} zero, {} delta, {} raw)",
+                "perfplus migrate-receive: {} bytes received, {} rebuilt ({} pages: {} zero, {} delta, {} raw){}",
                 s.wire_bytes,
                 s.stream_bytes,
                 s.data_pages,
                 s.zero_pages,
                 s.delta_pages,
-                s.raw_pages
+                s.raw_pages,
+                report.ready_after_stream_ms.map_or(String::new(), |ms| format!(
+                    "; the stock receiver was ready {ms:.0} ms after the stream's last bytes"
+                ))
             );
             ExitCode::SUCCESS
         }

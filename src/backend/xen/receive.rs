@@ -15,9 +15,11 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use super::transcode::{Decoder, DecoderLimits, TranscodeError, TranscodeStats};
-use super::xl::PERFPLUS_RECEIVER_HELLO;
+use super::xl::{PERFPLUS_RECEIVER_HELLO, RECEIVER_READY};
 
 /// How the receiving end runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,12 +41,17 @@ impl Default for ReceiveOptions {
 }
 
 /// What came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReceiveReport {
     /// The transcoded stream.
     pub stream: TranscodeStats,
     /// The stock receiver's exit code (`None`: killed by a signal).
     pub receiver_exit_code: Option<i32>,
+    /// From the last stream bytes handed to the stock receiver before it
+    /// said "domain received, ready to unpause" to that message, ms: its
+    /// restore's tail, which `xl migrate` pays too (`None` if it never said
+    /// so).
+    pub ready_after_stream_ms: Option<f64>,
 }
 
 /// Why the receiving end failed.
@@ -106,15 +113,29 @@ pub fn receive(
         });
     };
     let mut decoder = Decoder::new(options.limits);
+    // When the stream's bytes last went to the stock receiver, and how
+    // long after that it said "ready".
+    let last_input: Mutex<Option<Instant>> = Mutex::new(None);
+    let ready_after: Mutex<Option<f64>> = Mutex::new(None);
     let decoded = std::thread::scope(|scope| {
-        let relay = scope.spawn(move || -> std::io::Result<()> {
+        let relay = scope.spawn(|| -> std::io::Result<()> {
             let mut buf = vec![0_u8; 64 * 1024];
             loop {
                 let n = from_receiver.read(&mut buf)?;
                 if n == 0 {
                     return Ok(());
                 }
-                output.write_all(&buf[..n])?;
+                let got = &buf[..n];
+                if got
+                    .windows(RECEIVER_READY.len())
+                    .any(|w| w == RECEIVER_READY)
+                {
+                    let last = last_input.lock().ok().and_then(|l| *l);
+                    if let (Some(last), Ok(mut r)) = (last, ready_after.lock()) {
+                        *r = Some(last.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                output.write_all(got)?;
                 output.flush()?;
             }
         });
@@ -136,6 +157,11 @@ pub fn receive(
                 let ended = decoder.decode(&mut out)?;
                 super::channel::without_sigpipe(|| to_receiver.write_all(&out))
                     .map_err(io("passing the stream to the stock receiver"))?;
+                if !out.is_empty() {
+                    if let Ok(mut l) = last_input.lock() {
+                        *l = Some(Instant::now());
+                    }
+                }
                 if ended {
                     return Ok(());
                 }
@@ -169,6 +195,7 @@ pub fn receive(
     Ok(ReceiveReport {
         stream: decoder.stats(),
         receiver_exit_code: status.code(),
+        ready_after_stream_ms: ready_after.lock().ok().and_then(|r| *r),
     })
 }
 
@@ -209,7 +236,22 @@ mod tests {
         assert_eq!(std::fs::read(&got).unwrap(), stream);
         assert_eq!(answers, [PERFPLUS_RECEIVER_HELLO, b"banner\n"].concat());
         assert_eq!(report.receiver_exit_code, Some(0));
+        assert_eq!(report.ready_after_stream_ms, None, "it never said ready");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_stock_receivers_ready_is_timed_from_the_streams_last_bytes() {
+        let wire = encode_all(settings(), b"a libxc stream", &[], b"");
+        let options = ReceiveOptions {
+            receiver_command: "cat >/dev/null; printf 'domain received, ready to unpause\\000'"
+                .into(),
+            ..ReceiveOptions::default()
+        };
+        let mut answers = Vec::new();
+        let report = receive(&wire[..], &mut answers, &options).unwrap();
+        assert!(answers.ends_with(RECEIVER_READY), "{answers:?}");
+        assert!(report.ready_after_stream_ms.is_some());
     }
 
     #[test]
