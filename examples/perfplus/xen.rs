@@ -329,6 +329,25 @@ fn print_summary(r: &XenMigrationReport) {
         },
         r.destroy_ms
     );
+    let s = &r.switchover;
+    eprintln!(
+        "switch-over: suspend {:.0} ms, final pass {:.0} ms, {} {:.0} ms, receiver (END to ready) \
+         {:.0} ms, rename {:.0} ms, start (GO to report) {:.0} ms; {:.0} KiB queued at the stop \
+         (before it, {:.0} ms waiting for {:.0} KiB queued by the last round to drain)",
+        s.suspend_ms,
+        s.final_pass_ms,
+        match r.guest_type {
+            perfplus::backend::xen::GuestType::Pv => "draining the pump",
+            perfplus::backend::xen::GuestType::Pvh => "CPU state",
+        },
+        s.state_ms,
+        s.receiver_ms,
+        s.rename_ms,
+        s.start_ms,
+        s.queued_bytes_at_stop as f64 / 1024.0,
+        s.drain_before_stop_ms,
+        s.queued_bytes_after_rounds as f64 / 1024.0,
+    );
 }
 
 fn report_json(
@@ -365,6 +384,15 @@ fn report_json(
             "setup_ms": r.setup_ms,
             "gfn_scan_ms": r.gfn_scan_ms,
             "destroy_ms": r.destroy_ms,
+            "switchover_suspend_ms": r.switchover.suspend_ms,
+            "switchover_final_pass_ms": r.switchover.final_pass_ms,
+            "switchover_state_ms": r.switchover.state_ms,
+            "switchover_receiver_ms": r.switchover.receiver_ms,
+            "switchover_rename_ms": r.switchover.rename_ms,
+            "switchover_start_ms": r.switchover.start_ms,
+            "switchover_queued_bytes": r.switchover.queued_bytes_at_stop,
+            "drain_before_stop_ms": r.switchover.drain_before_stop_ms,
+            "queued_bytes_after_rounds": r.switchover.queued_bytes_after_rounds,
         });
         if let (Value::Object(base), Value::Object(more)) = (&mut v, extra) {
             base.extend(more);

@@ -144,7 +144,9 @@ def main():
                 mig["mode"] = f.get("mode")
                 for k in ("pp_downtime_ms", "pp_total_ms", "rounds", "pages_sent", "zero_pages",
                           "delta_pages", "raw_pages", "final_pages", "setup_ms", "gfn_scan_ms",
-                          "destroy_ms"):
+                          "destroy_ms", "so_suspend_ms", "so_final_pass_ms", "so_state_ms",
+                          "so_receiver_ms", "so_rename_ms", "so_start_ms", "so_queued_bytes",
+                          "drain_before_stop_ms", "queued_bytes_after_rounds"):
                     if k in f:
                         mig[k] = f[k]
             report["migrations"].append(mig)
@@ -219,6 +221,19 @@ def main():
         print("  %-5s %-22s %3s %4s %12s %10s %14s %8s %7s %s" % (
             m["guest"], tool, m["n"], "yes" if m["ok"] else "NO", m["guest_downtime_ms"],
             m["total_ms"], m["bytes_on_wire"], m["corrupt_pages"], m.get("rounds", ""), pages))
+    stages = ("suspend", "final_pass", "state", "receiver", "rename", "start")
+    switchovers = [m for m in report["migrations"] if m["tool"] == "perfplus" and "so_suspend_ms" in m]
+    if switchovers:
+        print("  perfplus switch-over, ms (source clock; state = PV: draining the pump, PVH: CPU state):")
+        print("  %-5s %-22s %3s " % ("guest", "tool", "n") + " ".join("%10s" % s for s in stages)
+              + " %10s %12s %10s" % ("downtime", "queued_KiB", "drain_ms"))
+        for m in switchovers:
+            tool = m["tool"] + ("" if m.get("mode") in (None, "transcoded") else " (stock receiver)")
+            print("  %-5s %-22s %3s " % (m["guest"], tool, m["n"])
+                  + " ".join("%10.0f" % float(m.get("so_%s_ms" % s) or 0) for s in stages)
+                  + " %10.0f %12.0f %10.0f" % (float(m.get("pp_downtime_ms") or 0),
+                                               float(m.get("so_queued_bytes") or 0) / 1024,
+                                               float(m.get("drain_before_stop_ms") or 0)))
     for guest, tools in summary.items():
         if "perfplus_over_xl" in tools:
             print("  %s perfplus / xl (medians): %s" % (guest, tools["perfplus_over_xl"]))

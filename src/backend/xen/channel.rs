@@ -157,6 +157,27 @@ impl ChannelWriter {
     pub fn bytes_sent(&self) -> u64 {
         self.bytes
     }
+
+    /// The pipe's descriptor (for [`pipe_queued_bytes`] from elsewhere).
+    pub fn raw_fd(&self) -> RawFd {
+        self.stdin.as_raw_fd()
+    }
+
+    /// Bytes written but still in the pipe to the command (not yet read
+    /// by it).
+    pub fn queued_bytes(&self) -> u64 {
+        pipe_queued_bytes(self.stdin.as_raw_fd())
+    }
+}
+
+/// Bytes in the pipe behind `fd` (either end); 0 if it cannot tell.
+pub(super) fn pipe_queued_bytes(fd: RawFd) -> u64 {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int; `fd` is an open pipe descriptor.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } != 0 {
+        return 0;
+    }
+    u64::try_from(n).unwrap_or(0)
 }
 
 impl ChannelReader {
@@ -276,6 +297,11 @@ impl CommandChannel {
         self.writer.as_ref().map_or(0, ChannelWriter::bytes_sent)
     }
 
+    /// Bytes sent but not yet read by the command.
+    pub fn queued_bytes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, ChannelWriter::queued_bytes)
+    }
+
     /// Close the stream side: the receiver sees the end of its input.
     pub fn close_writer(&mut self) {
         self.writer = None;
@@ -328,6 +354,7 @@ mod tests {
         ch.recv_exact(&mut buf, T, "reading").unwrap();
         assert_eq!(&buf, b"hello through cat");
         assert_eq!(ch.bytes_sent(), 17);
+        assert_eq!(ch.queued_bytes(), 0, "cat read it all");
         assert!(ch.finish(T).is_some_and(|s| s.success()));
     }
 

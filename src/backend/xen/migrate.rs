@@ -21,7 +21,7 @@
 //! both copies may exist; the source then stays suspended and renamed
 //! `NAME--migratedaway` ([`MigrationError::HandoverUnconfirmed`]).
 
-use super::session::{Session, XenMigrationOptions, XlLink};
+use super::session::{Session, SwitchoverBreakdown, XenMigrationOptions, XlLink};
 use super::store::XenStore;
 use super::transcode::{EncoderSettings, TranscodeStats};
 use super::{XenDomain, XenError, XenHost};
@@ -76,6 +76,8 @@ pub struct XenMigrationReport {
     pub gfn_scan_ms: f64,
     /// Destroying the source domain (`xl destroy`), ms.
     pub destroy_ms: f64,
+    /// Where the downtime went, stage by stage.
+    pub switchover: SwitchoverBreakdown,
 }
 
 /// Live-migrate the domain `domain` (name or id) with `policy` deciding
@@ -163,6 +165,7 @@ pub fn migrate_domain(
         }
     };
     let stream = link.encoder.stats();
+    let switchover = link.timeline.breakdown();
     link.close(true);
     let destroying = std::time::Instant::now();
     let source_destroyed = if options.destroy_source {
@@ -190,6 +193,7 @@ pub fn migrate_domain(
         setup_ms,
         gfn_scan_ms,
         destroy_ms: destroying.elapsed().as_secs_f64() * 1e3,
+        switchover,
     })
 }
 

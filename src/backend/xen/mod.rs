@@ -49,6 +49,8 @@ pub use libxenctrl_sys::{Libraries, LoadError};
 pub use migrate::{migrate_domain, GuestType, XenMigrationReport};
 pub use pvh::GfnMap;
 pub use receive::{receive, ReceiveError, ReceiveOptions, ReceiveReport};
-pub use session::{transport_command, XenMigrationOptions, PERFPLUS_RECEIVER, XL_RECEIVER};
+pub use session::{
+    transport_command, SwitchoverBreakdown, XenMigrationOptions, PERFPLUS_RECEIVER, XL_RECEIVER,
+};
 pub use store::XenStore;
 pub use toolstack::Toolstack;

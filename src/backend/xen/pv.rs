@@ -30,15 +30,17 @@
 //! the guest is then resumed at the source.
 
 use std::ffi::{c_int, c_void};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use libxenctrl_sys as sys;
 
-use super::channel::ChannelWriter;
-use super::session::{await_ready, hand_over, xen_failure, HandoverError, Session, XlLink};
+use super::channel::{pipe_queued_bytes, ChannelWriter};
+use super::session::{
+    await_ready, hand_over, xen_failure, HandoverError, Mark, Session, Timeline, XlLink,
+};
 use super::transcode::Encoder;
 use super::xl::{libxl_empty_record, LIBXL_REC_END};
 use super::XenDomain;
@@ -63,6 +65,11 @@ struct Shared {
     failed: AtomicBool,
     /// Why (set once).
     failure: Mutex<Option<TransportError>>,
+    /// The pipe from libxenguest (its read end) and the one to the
+    /// transport command (its write end), to see what is queued in them.
+    pipe_fds: Mutex<Option<(RawFd, RawFd)>>,
+    /// Bytes the pump has read from libxenguest and not yet sent.
+    in_hand: AtomicU64,
 }
 
 /// The callbacks' state, passed to `xc_domain_save` as its `data`.
@@ -86,6 +93,8 @@ struct Callbacks<'a> {
     data_pages_at_pause: u64,
     /// Why a callback made the save fail, and where.
     failure: Option<(Stage, MigrationError)>,
+    /// The switch-over's moments.
+    timeline: Arc<Timeline>,
 }
 
 impl Callbacks<'_> {
@@ -191,8 +200,19 @@ impl Callbacks<'_> {
         }
         // The final pass is the round after the last live one.
         self.shared.round.store(self.rounds, Ordering::Release);
+        // libxenguest has written the last live round into the pipe; let
+        // it reach the receiver while the guest still runs.
+        if let Ok(Some((from_xc, to_wire))) = self.shared.pipe_fds.lock().map(|f| *f) {
+            let shared = self.shared;
+            self.timeline.drain_before_stop(|| {
+                pipe_queued_bytes(from_xc)
+                    + shared.in_hand.load(Ordering::Acquire)
+                    + pipe_queued_bytes(to_wire)
+            });
+        }
         self.data_pages_at_pause = self.shared.data_pages.load(Ordering::Acquire);
         self.paused_at_ns = Some(self.clock.now_ns());
+        self.timeline.mark(Mark::StopRequested);
         if let Err(e) = self.domain.suspend(self.suspend_timeout) {
             let domid = self.domain.domid();
             self.failure = Some((
@@ -201,6 +221,7 @@ impl Callbacks<'_> {
             ));
             return 0;
         }
+        self.timeline.mark(Mark::Stopped);
         // Pause events cannot cancel (the engine's rule too); the count of
         // the final pass is not known before libxenguest harvests it.
         let elapsed_ms = self.elapsed_ms();
@@ -288,10 +309,15 @@ fn pump(pipe: OwnedFd, writer: &mut ChannelWriter, encoder: &mut Encoder, shared
         if shared.failed.load(Ordering::Acquire) {
             continue;
         }
+        shared
+            .in_hand
+            .store(n.unsigned_abs() as u64, Ordering::Release);
         encoder.set_round(shared.round.load(Ordering::Acquire));
         out.clear();
         encoder.push_libxc(&buf[..n.unsigned_abs()], &mut out);
-        if let Err(e) = writer.send(&out) {
+        let sent = writer.send(&out);
+        shared.in_hand.store(0, Ordering::Release);
+        if let Err(e) = sent {
             fail(shared, e);
             continue;
         }
@@ -346,6 +372,9 @@ fn save(
         channel, encoder, ..
     } = link;
     let (writer, _) = channel.split().map_err(|e| (Stage::Setup, e.into()))?;
+    if let Ok(mut fds) = shared.pipe_fds.lock() {
+        *fds = Some((read_end.as_raw_fd(), writer.raw_fd()));
+    }
     let rc = std::thread::scope(|scope| {
         let pumping = scope.spawn(|| pump(read_end, writer, encoder, shared));
         let mut callbacks = sys::save_callbacks {
@@ -372,9 +401,15 @@ fn save(
             )
         };
         let errno = std::io::Error::last_os_error();
+        if cb.paused_at_ns.is_some() {
+            cb.timeline.mark(Mark::PagesSent);
+        }
         // libxenguest is done writing: the pump sees the end of the pipe.
         drop(write_end);
         let _ = pumping.join();
+        if cb.paused_at_ns.is_some() {
+            cb.timeline.mark(Mark::StateSent);
+        }
         (rc, errno)
     });
     let (rc, errno) = rc;
@@ -447,6 +482,7 @@ pub(crate) fn migrate(
         paused_at_ns: None,
         data_pages_at_pause: 0,
         failure: None,
+        timeline: link.timeline.clone(),
     };
     // A policy that would stop before the first round (stop-and-copy)
     // gets a non-live save: suspend first, then every page once. Asked on

@@ -23,13 +23,15 @@
 //! info page that Xen writes is one) and aborts the migration if it has
 //! become memory (ballooned in), rather than leaving it behind.
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use libxenctrl_sys as sys;
 
+use super::channel::pipe_queued_bytes;
 use super::domain::{backend_error, page_types};
 use super::records::{self, pfinfo_has_data, REC_TYPE_END, REC_TYPE_STATIC_DATA_END};
-use super::session::{await_ready, hand_over, HandoverError, Session, XlLink};
+use super::session::{await_ready, hand_over, HandoverError, Mark, Session, Timeline, XlLink};
 use super::xl::{libxl_empty_record, LIBXL_REC_END};
 use super::{XenDomain, XenError, XenHost};
 use crate::backend::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};
@@ -189,10 +191,19 @@ pub(crate) struct PvhSource {
     full: DirtyBitmap,
     gfns: Vec<u64>,
     outside: Vec<u64>,
+    /// The switch-over's moments, and the pipe to the transport (to see
+    /// what is queued in it when the guest is asked to stop).
+    timeline: Arc<Timeline>,
+    wire_fd: Option<RawFd>,
 }
 
 impl PvhSource {
-    pub(crate) fn new(domain: XenDomain, map: Arc<GfnMap>) -> Self {
+    pub(crate) fn new(
+        domain: XenDomain,
+        map: Arc<GfnMap>,
+        timeline: Arc<Timeline>,
+        wire_fd: Option<RawFd>,
+    ) -> Self {
         let full = DirtyBitmap::new(domain.page_count());
         Self {
             domain,
@@ -200,6 +211,8 @@ impl PvhSource {
             full,
             gfns: Vec::new(),
             outside: Vec::new(),
+            timeline,
+            wire_fd,
         }
     }
 
@@ -287,7 +300,15 @@ impl Domain for PvhSource {
     }
 
     fn pause(&mut self) -> Result<(), BackendError> {
-        self.domain.pause()
+        // The last live round is in the pipe to the transport; let it
+        // reach the receiver while the guest still runs.
+        if let Some(fd) = self.wire_fd {
+            self.timeline.drain_before_stop(|| pipe_queued_bytes(fd));
+        }
+        self.timeline.mark(Mark::StopRequested);
+        self.domain.pause()?;
+        self.timeline.mark(Mark::Stopped);
+        Ok(())
     }
 
     fn resume(&mut self) -> Result<(), BackendError> {
@@ -303,6 +324,7 @@ impl Domain for PvhSource {
     }
 
     fn save_state(&mut self) -> Result<Vec<u8>, BackendError> {
+        self.timeline.mark(Mark::PagesSent);
         self.domain.save_state()
     }
 
@@ -525,6 +547,7 @@ impl StreamSink for LibxcSink<'_, '_> {
     fn send_cpu_state(&mut self, blob: &[u8]) -> Result<u64, MigrationError> {
         let before = self.link.bytes_on_wire();
         self.link.send_libxc(blob)?;
+        self.link.timeline.mark(Mark::StateSent);
         Ok(self.link.bytes_on_wire() - before)
     }
 
@@ -583,7 +606,8 @@ pub(crate) fn migrate(
     let gfn_scan_ms = scanning.elapsed().as_secs_f64() * 1e3;
     let map = Arc::new(map);
     let host = domain.host().clone();
-    let mut source = PvhSource::new(domain, map.clone());
+    let wire_fd = link.channel.split().ok().map(|(w, _)| w.raw_fd());
+    let mut source = PvhSource::new(domain, map.clone(), link.timeline.clone(), wire_fd);
     let mut sink = LibxcSink::new(link, host, session, map);
     let result = crate::migration::migrate(
         &mut source,

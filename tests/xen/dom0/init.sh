@@ -263,6 +263,12 @@ migrate_perfplus() {
     pp="$pp raw_pages=$(json_field /tmp/pp.json raw_pages) final_pages=$(json_field /tmp/pp.json final_pages)"
     pp="$pp setup_ms=$(json_field /tmp/pp.json setup_ms) gfn_scan_ms=$(json_field /tmp/pp.json gfn_scan_ms)"
     pp="$pp destroy_ms=$(json_field /tmp/pp.json destroy_ms)"
+    for k in suspend final_pass state receiver rename start; do
+        pp="$pp so_${k}_ms=$(json_field /tmp/pp.json switchover_${k}_ms)"
+    done
+    pp="$pp so_queued_bytes=$(json_field /tmp/pp.json switchover_queued_bytes)"
+    pp="$pp drain_before_stop_ms=$(json_field /tmp/pp.json drain_before_stop_ms)"
+    pp="$pp queued_bytes_after_rounds=$(json_field /tmp/pp.json queued_bytes_after_rounds)"
     if [ $rc -ne 0 ]; then
         say "migration guest=$GUEST tool=perfplus mode=$2 n=$1 ok=0 rc=$rc total_ms=$((u1 - u0)) bytes_on_wire=$bytes"
         return 1
