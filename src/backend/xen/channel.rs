@@ -170,6 +170,19 @@ impl ChannelWriter {
     }
 }
 
+/// Whether the reading end of the pipe whose writing end is `fd` is closed
+/// (its bytes will never drain).
+pub(super) fn pipe_reader_gone(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; a zero timeout only looks.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLERR | libc::POLLNVAL) != 0
+}
+
 /// Bytes in the pipe behind `fd` (either end); 0 if it cannot tell.
 pub(super) fn pipe_queued_bytes(fd: RawFd) -> u64 {
     let mut n: libc::c_int = 0;
@@ -355,6 +368,7 @@ mod tests {
         assert_eq!(&buf, b"hello through cat");
         assert_eq!(ch.bytes_sent(), 17);
         assert_eq!(ch.queued_bytes(), 0, "cat read it all");
+        assert!(!pipe_reader_gone(ch.split().unwrap().0.raw_fd()));
         assert!(ch.finish(T).is_some_and(|s| s.success()));
     }
 
@@ -364,6 +378,8 @@ mod tests {
         let big = vec![7_u8; 4 << 20];
         let err = ch.send(&big).unwrap_err();
         assert!(matches!(err, TransportError::Closed { .. }), "{err}");
+        let fd = ch.split().unwrap().0.raw_fd();
+        assert!(pipe_reader_gone(fd));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use libxenctrl_sys as sys;
 
-use super::channel::{pipe_queued_bytes, ChannelWriter};
+use super::channel::{pipe_queued_bytes, pipe_reader_gone, ChannelWriter};
 use super::session::{
     await_ready, hand_over, xen_failure, HandoverError, Mark, Session, Timeline, XlLink,
 };
@@ -204,11 +204,18 @@ impl Callbacks<'_> {
         // it reach the receiver while the guest still runs.
         if let Ok(Some((from_xc, to_wire))) = self.shared.pipe_fds.lock().map(|f| *f) {
             let shared = self.shared;
+            // Nothing drains once the transport failed: stop looking.
             self.timeline.drain_before_stop(|| {
+                if shared.failed.load(Ordering::Acquire) || pipe_reader_gone(to_wire) {
+                    return 0;
+                }
                 pipe_queued_bytes(from_xc)
                     + shared.in_hand.load(Ordering::Acquire)
                     + pipe_queued_bytes(to_wire)
             });
+            if self.transport_failed(Stage::FinalPass) {
+                return 0;
+            }
         }
         self.data_pages_at_pause = self.shared.data_pages.load(Ordering::Acquire);
         self.paused_at_ns = Some(self.clock.now_ns());

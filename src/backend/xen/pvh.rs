@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use libxenctrl_sys as sys;
 
-use super::channel::pipe_queued_bytes;
+use super::channel::{pipe_queued_bytes, pipe_reader_gone};
 use super::domain::{backend_error, page_types};
 use super::records::{self, pfinfo_has_data, REC_TYPE_END, REC_TYPE_STATIC_DATA_END};
 use super::session::{await_ready, hand_over, HandoverError, Mark, Session, Timeline, XlLink};
@@ -303,7 +303,14 @@ impl Domain for PvhSource {
         // The last live round is in the pipe to the transport; let it
         // reach the receiver while the guest still runs.
         if let Some(fd) = self.wire_fd {
-            self.timeline.drain_before_stop(|| pipe_queued_bytes(fd));
+            // A receiver gone reads nothing more: stop looking.
+            self.timeline.drain_before_stop(|| {
+                if pipe_reader_gone(fd) {
+                    0
+                } else {
+                    pipe_queued_bytes(fd)
+                }
+            });
         }
         self.timeline.mark(Mark::StopRequested);
         self.domain.pause()?;

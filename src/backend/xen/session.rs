@@ -209,7 +209,14 @@ impl Timeline {
         let started = Instant::now();
         let before = queued();
         let mut now = before;
-        while now > DRAIN_SLACK_BYTES && started.elapsed() < DRAIN_BEFORE_STOP {
+        // Low twice in a row: one look can fall between a reader taking
+        // bytes out of a pipe and counting them as in hand.
+        let mut low = 0;
+        loop {
+            low = if now <= DRAIN_SLACK_BYTES { low + 1 } else { 0 };
+            if low == 2 || started.elapsed() >= DRAIN_BEFORE_STOP {
+                break;
+            }
             std::thread::sleep(DRAIN_POLL);
             now = queued();
         }
