@@ -152,6 +152,14 @@ pub fn encode_delta(old: &[u8], new: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let n = new.len();
     let budget = n.saturating_sub(16);
+    // Every differing byte costs at least one byte of output, plus two of
+    // framing: a page rewritten all over (the common case for pages that
+    // keep changing) is given up after one vectorised pass, not after a
+    // byte-by-byte literal scan.
+    let differing = old.iter().zip(new).filter(|(a, b)| a != b).count();
+    if differing + 2 > budget {
+        return false;
+    }
     let mut pos = 0;
     let mut run_start = 0; // start of the pending zero run
     while pos < n {
@@ -174,6 +182,9 @@ pub fn encode_delta(old: &[u8], new: &[u8], out: &mut Vec<u8>) -> bool {
             if old[scan] != new[scan] {
                 scan += 1;
                 lit_end = scan;
+                if out.len() + (lit_end - lit_start) > budget {
+                    return false;
+                }
             } else {
                 let gap_end = (scan..n.min(scan + 3))
                     .find(|&i| old[i] != new[i])

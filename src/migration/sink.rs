@@ -76,6 +76,13 @@ pub trait StreamSink {
     /// Tell the receiver the migration is off (best effort).
     fn abort(&mut self, reason: &str);
 
+    /// Wait until the bytes sent so far have left this host (the end of a
+    /// round is when its pages are out, not when they sit in a socket
+    /// buffer). Sinks that cannot tell return at once.
+    fn wait_sent(&mut self) -> Result<(), MigrationError> {
+        Ok(())
+    }
+
     /// Bytes on the wire so far.
     fn bytes_on_wire(&self) -> u64;
 }
@@ -299,5 +306,12 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
 
     fn bytes_on_wire(&self) -> u64 {
         self.bytes
+    }
+
+    fn wait_sent(&mut self) -> Result<(), MigrationError> {
+        // A link that does not drain within the reply timeout shows up in
+        // the next write's timeout; here it only ends the wait.
+        self.transport.wait_sent(self.reply_timeout)?;
+        Ok(())
     }
 }
