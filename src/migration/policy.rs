@@ -794,9 +794,59 @@ mod tests {
         };
         let d = p.decide(&stats(4, 500_000, 2000.0, 2000.0));
         assert_eq!(d.action, Action::Continue);
-        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(80));
+        // Most of memory dirtied in one round: the measured rate is only a
+        // floor, so the steepest step.
+        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(2));
         let d = PerfPlus::default().decide(&stats(4, 500_000, 2000.0, 2000.0));
         assert_eq!((d.action, d.cpu_cap), (Action::StopAndCopy, None));
+    }
+
+    #[test]
+    fn perfplus_throttles_a_guest_that_outruns_the_link_by_the_measured_rates() {
+        let p = PerfPlus {
+            throttle: true,
+            ..PerfPlus::default()
+        };
+        // Still improving, but dirtying twice what the link moves: aim at a
+        // quarter of the link, 1/8 of the rate.
+        let mut s = stats(2, 20_000, 900.0, 2000.0);
+        s.decisions_since_best = 0;
+        s.dirty_rate_pages_per_s = 2e9 / s.wire_bytes_per_page;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(12));
+        // Close to the link: at least halve.
+        s.cpu_cap_percent = 12;
+        s.dirty_rate_pages_per_s = 0.6e9 / s.wire_bytes_per_page;
+        assert_eq!(p.decide(&s).cpu_cap.map(CpuShare::get), Some(5));
+        // Under half the link and shrinking: no more throttling.
+        s.dirty_rate_pages_per_s = 0.3e9 / s.wire_bytes_per_page;
+        let d = p.decide(&s);
+        assert_eq!(
+            (d.action, d.cpu_cap.map(CpuShare::get)),
+            (Action::Continue, Some(12))
+        );
+        // At 1 % there is no lower step.
+        s.cpu_cap_percent = 1;
+        s.dirty_rate_pages_per_s = 2e9 / s.wire_bytes_per_page;
+        assert_eq!(p.decide(&s).cpu_cap.map(CpuShare::get), Some(1));
+    }
+
+    #[test]
+    fn perfplus_sends_a_hot_set_too_big_for_the_target_in_the_live_rounds() {
+        let p = PerfPlus::default();
+        // 1000 hot pages take ~4 ms at 1 GB/s: deferred to the final pass.
+        let mut s = stats(3, 10_000, 500.0, 2000.0);
+        s.decisions_since_best = 0;
+        s.deferred_pages = 1000;
+        assert!(!p.decide(&s).send_deferred);
+        // 100 000 hot pages take ~410 ms, over the 100 ms target: sent live.
+        s.deferred_pages = 100_000;
+        s.predicted_floor_ms = 430.0;
+        s.predicted_downtime_ms = 470.0;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert!(d.send_deferred);
     }
 
     #[test]
