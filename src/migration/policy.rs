@@ -314,14 +314,27 @@ impl RoundStatsTracker {
 /// 2. stop when two rounds in a row did not improve the prediction by at
 ///    least `min_improvement` over the best earlier one (the dirty set
 ///    stopped shrinking: more rounds only burn bandwidth) — unless the
-///    prediction is over the target: then, if throttling is on, cap the CPU
-///    a step further; otherwise keep *watching* for up to `patience` (the
+///    prediction is over the target: then keep *watching* for up to `patience` (the
 ///    full pass's duration, at least `min_patience_ms`): live rounds then
 ///    carry only the cold pages (the hot ones stay deferred) and last at
 ///    least `watch_round_ms`, so waiting costs little bandwidth, and a guest
 ///    whose burst ends (a batch job, a phase change) is caught at its next
 ///    quiet moment instead of being paused in the middle of the burst;
-/// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent.
+/// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent
+///    (twice that while a throttled guest still converges).
+///
+/// Hot pages wait for the final pass only while they fit the target: a hot
+/// set whose transfer alone takes longer than `downtime_target_ms` (a guest
+/// rewriting most of its memory every round) goes out in the live rounds
+/// too ([`Decision::send_deferred`]), so the final pass owes only what the
+/// last round saw written.
+///
+/// Throttling (`throttle`), checked first while the prediction is over the
+/// target: as soon as the guest dirties more than half what the link moves,
+/// or pre-copy stalled, cap its CPU further, by the measured rates (aim at a
+/// dirty rate of a quarter of the link, at least halving the share; 2 % at
+/// once when a round dirtied most of memory), down to 1 %, like QEMU's
+/// auto-converge.
 ///
 /// The downtime target is not a reason to stop early on its own: while the
 /// cold set still shrinks geometrically, each extra round costs a shrinking
@@ -342,8 +355,8 @@ pub struct PerfPlus {
     pub max_bytes_factor: f64,
     /// Hot-page rule.
     pub hot: HotRule,
-    /// Cap the guest's CPU step by step when pre-copy stalls above the
-    /// target (off by default).
+    /// Cap the guest's CPU when it outruns the link or pre-copy stalls
+    /// above the target (off by default).
     pub throttle: bool,
     /// Least time to watch a stalled guest above the target, ms.
     pub min_patience_ms: f64,
