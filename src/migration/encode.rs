@@ -312,6 +312,12 @@ impl DeltaCache {
         (self.hits, self.misses)
     }
 
+    /// Whether a delta base is known for `pfn` (a cached copy, or zero at
+    /// the receiver), without counting a hit or miss.
+    pub fn has_base(&self, pfn: Pfn) -> bool {
+        self.zero_at_receiver.get(pfn) || self.index.contains_key(&pfn)
+    }
+
     /// What the receiver holds for `pfn`, if known: `Some(None)` for a zero
     /// page, `Some(Some(copy))` for a cached copy.
     pub fn base(&mut self, pfn: Pfn) -> Option<Option<&[u8]>> {
@@ -396,6 +402,40 @@ impl DeltaCache {
     }
 }
 
+/// Whether to try a delta for the next page that has a base: a delta
+/// attempt costs a pass over two pages, which a page rewritten all over
+/// (most pages of a guest that rewrites whole pages) pays for nothing. While
+/// at least one attempt in eight wins, every page is tried; below that, one
+/// page in sixteen, to notice when deltas start to pay again. The counts
+/// decay (halved every 1024 attempts), so the gate follows the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaGate {
+    tries: u32,
+    wins: u32,
+    skipped: u32,
+}
+
+impl DeltaGate {
+    /// Whether to try the next delta.
+    pub fn allow(&mut self) -> bool {
+        if self.tries < 32 || self.wins.saturating_mul(8) >= self.tries {
+            return true;
+        }
+        self.skipped = self.skipped.wrapping_add(1);
+        self.skipped % 16 == 0
+    }
+
+    /// The outcome of an attempt.
+    pub fn record(&mut self, won: bool) {
+        self.tries += 1;
+        self.wins += u32::from(won);
+        if self.tries >= 1024 {
+            self.tries /= 2;
+            self.wins /= 2;
+        }
+    }
+}
+
 /// Choose the encoding for `page` (pfn `pfn`); for a delta, write it into
 /// `out` (cleared first). The payload of a raw page is the page itself, of
 /// a zero page nothing.
@@ -444,6 +484,27 @@ mod tests {
             p[at] ^= v;
         }
         p
+    }
+
+    #[test]
+    fn the_delta_gate_samples_while_deltas_do_not_pay_and_reopens_when_they_do() {
+        let mut g = DeltaGate::default();
+        let mut tried = 0;
+        for _ in 0..2000 {
+            if g.allow() {
+                tried += 1;
+                g.record(false);
+            }
+        }
+        assert!(tried < 250, "{tried} of 2000 tried while every delta lost");
+        let mut tried = 0;
+        for _ in 0..2000 {
+            if g.allow() {
+                tried += 1;
+                g.record(true);
+            }
+        }
+        assert!(tried > 1500, "only {tried} of 2000 tried once deltas won");
     }
 
     #[test]

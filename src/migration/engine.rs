@@ -12,7 +12,8 @@
 //!      (the round's link time ends when its bytes left, not when they
 //!      entered the socket); wait out min_round_ms
 //!      harvest_dirty → planner.observe → tracker.round_done
-//!  pause; harvest; send every owed page; save_state → sink.send_cpu_state
+//!  pause; harvest; sink.final_pass_begins; send every owed page;
+//!  save_state → sink.send_cpu_state
 //!  sink.end_and_await_ack            (before this returns Ok: any failure resumes the guest here)
 //!  sink.commit_and_await_resumed     (after: the guest belongs to the receiver)
 //! ```
@@ -343,6 +344,7 @@ where
             .map_err(Run::<D, C, S>::backend("harvesting dirty pages"))?;
         planner.observe(&dirty);
         let pfns = planner.final_pass();
+        run.sink.final_pass_begins();
         if observer(&Progress::Paused {
             final_pages: pfns.len() as u64,
             elapsed_ms: run.elapsed_ms(),
