@@ -3,7 +3,8 @@
 //! costs.
 //!
 //! ```text
-//! cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns]
+//! cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns] [--data-path-only]
+//!     [--workload W] [--verbose]
 //! ```
 //!
 //! Sections, each printed as a table and written to the JSON file:
@@ -51,7 +52,7 @@ use perfplus::backend::arena::{
     LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService, SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
-use perfplus::migration::engine::ProgressFlow;
+use perfplus::migration::engine::{Progress, ProgressFlow};
 use perfplus::migration::policy::{by_name, PerfPlus, PrecopyPolicy, QemuDefault};
 use ppmig_netns::Hosts;
 use serde_json::{json, Value};
@@ -60,6 +61,9 @@ struct Options {
     quick: bool,
     json: Option<String>,
     netns: bool,
+    data_path_only: bool,
+    workload: Option<String>,
+    verbose: bool,
 }
 
 fn options() -> Options {
@@ -67,12 +71,18 @@ fn options() -> Options {
         quick: false,
         json: None,
         netns: true,
+        data_path_only: false,
+        workload: None,
+        verbose: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--no-netns" => o.netns = false,
+            "--data-path-only" => o.data_path_only = true,
+            "--workload" => o.workload = Some(args.next().expect("--workload needs a name")),
+            "--verbose" => o.verbose = true,
             "--json" => o.json = Some(args.next().expect("--json needs a file")),
             "--bench" => {}
             other if other.starts_with("--") => eprintln!("arena bench: ignoring {other}"),
@@ -396,6 +406,7 @@ struct Case {
     policy: &'static str,
     throttle: bool,
     fill_pct: u8,
+    verbose: bool,
 }
 
 impl Case {
@@ -458,8 +469,23 @@ fn run_case(
     let mut config = SendConfig::new(SendConfig::unique_id("bench"));
     config.io_timeout = Duration::from_secs(60);
     let to = link.receiver.addr();
+    let verbose = case.verbose;
     let result = in_ns(link.sender_ns(), move || {
-        send_guest(guest, to, policy.as_ref(), &config, &mut |_| {
+        send_guest(guest, to, policy.as_ref(), &config, &mut |p| {
+            if let (true, Progress::Decided { stats, decision }) = (verbose, p) {
+                eprintln!(
+                    "    round {:>2}: {:>7} dirty {:>7} deferred, {:>8.0} pages/s dirtied, {:>7.1} MB/s, predicted {:>8.1} ms, cap {:>3} % -> {:?} ({})",
+                    stats.iteration,
+                    stats.dirty_pages,
+                    stats.deferred_pages,
+                    stats.dirty_rate_pages_per_s,
+                    stats.bandwidth_bytes_per_s / 1e6,
+                    stats.predicted_downtime_ms,
+                    decision.cpu_cap.map_or(100, |c| c.get()),
+                    decision.action,
+                    decision.reason,
+                );
+            }
             ProgressFlow::Continue
         })
     });
@@ -761,10 +787,14 @@ fn main() {
     // The muncher rewrites pages at twice the link's page rate (it
     // outruns the link; at CPU speed it would outrun even a 20 % duty
     // cycle several times over).
+    let (only, verbose) = (o.workload.clone(), o.verbose);
     let cases_for = |link_bytes_per_s: f64| {
         let muncher_rate = (2.0 * link_bytes_per_s / PAGE as f64) as u64;
         let mut cases = Vec::new();
         for workload in WorkloadKind::ALL {
+            if only.as_deref().is_some_and(|w| w != workload.name()) {
+                continue;
+            }
             let rate_per_s = (workload == WorkloadKind::Muncher).then_some(muncher_rate);
             for policy in ["perfplus", "xen-default", "qemu-default", "stop-and-copy"] {
                 cases.push(Case {
@@ -773,6 +803,7 @@ fn main() {
                     policy,
                     throttle: false,
                     fill_pct: 50,
+                    verbose,
                 });
             }
             if workload == WorkloadKind::Muncher {
@@ -782,6 +813,7 @@ fn main() {
                     policy: "perfplus",
                     throttle: true,
                     fill_pct: 50,
+                    verbose,
                 });
             }
         }
@@ -808,12 +840,16 @@ fn main() {
         policy: "stop-and-copy",
         throttle: false,
         fill_pct: 100,
+        verbose: o.verbose,
     };
     let mut dp = run_case(&links[0], &data_path, pages, index, warmup, &lim);
     index += 1;
     dp["policy"] = json!("data-path (idle, 100 % filled, stop-and-copy)");
     print_run(&dp);
     let dp_bytes_per_s = f(&dp, "throughput_bytes_per_s").unwrap_or(tcp / 4.0);
+    if o.data_path_only {
+        links.truncate(0);
+    }
     for link in &links {
         let link_bytes_per_s = link.link_mbit.map_or(dp_bytes_per_s, |m| m * 1e6 / 8.0);
         for case in &cases_for(link_bytes_per_s) {

@@ -32,6 +32,7 @@ pub mod medium;
 pub mod membership;
 /// cbindgen:ignore
 pub mod migration;
+mod net_sys;
 pub mod orchestrator;
 /// cbindgen:ignore
 pub mod runtime;

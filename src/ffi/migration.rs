@@ -235,6 +235,7 @@ impl ProgressCallback {
                     cpu_cap: None,
                     min_round_ms: 0.0,
                     reason: "",
+                    send_deferred: false,
                 }),
             },
             cancel_pending: false,

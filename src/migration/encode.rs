@@ -152,6 +152,14 @@ pub fn encode_delta(old: &[u8], new: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
     let n = new.len();
     let budget = n.saturating_sub(16);
+    // Every differing byte costs at least one byte of output, plus two of
+    // framing: a page rewritten all over (the common case for pages that
+    // keep changing) is given up after one vectorised pass, not after a
+    // byte-by-byte literal scan.
+    let differing = old.iter().zip(new).filter(|(a, b)| a != b).count();
+    if differing + 2 > budget {
+        return false;
+    }
     let mut pos = 0;
     let mut run_start = 0; // start of the pending zero run
     while pos < n {
@@ -174,6 +182,9 @@ pub fn encode_delta(old: &[u8], new: &[u8], out: &mut Vec<u8>) -> bool {
             if old[scan] != new[scan] {
                 scan += 1;
                 lit_end = scan;
+                if out.len() + (lit_end - lit_start) > budget {
+                    return false;
+                }
             } else {
                 let gap_end = (scan..n.min(scan + 3))
                     .find(|&i| old[i] != new[i])
@@ -301,6 +312,12 @@ impl DeltaCache {
         (self.hits, self.misses)
     }
 
+    /// Whether a delta base is known for `pfn` (a cached copy, or zero at
+    /// the receiver), without counting a hit or miss.
+    pub fn has_base(&self, pfn: Pfn) -> bool {
+        self.zero_at_receiver.get(pfn) || self.index.contains_key(&pfn)
+    }
+
     /// What the receiver holds for `pfn`, if known: `Some(None)` for a zero
     /// page, `Some(Some(copy))` for a cached copy.
     pub fn base(&mut self, pfn: Pfn) -> Option<Option<&[u8]>> {
@@ -385,6 +402,40 @@ impl DeltaCache {
     }
 }
 
+/// Whether to try a delta for the next page that has a base: a delta
+/// attempt costs a pass over two pages, which a page rewritten all over
+/// (most pages of a guest that rewrites whole pages) pays for nothing. While
+/// at least one attempt in eight wins, every page is tried; below that, one
+/// page in sixteen, to notice when deltas start to pay again. The counts
+/// decay (halved every 1024 attempts), so the gate follows the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaGate {
+    tries: u32,
+    wins: u32,
+    skipped: u32,
+}
+
+impl DeltaGate {
+    /// Whether to try the next delta.
+    pub fn allow(&mut self) -> bool {
+        if self.tries < 32 || self.wins.saturating_mul(8) >= self.tries {
+            return true;
+        }
+        self.skipped = self.skipped.wrapping_add(1);
+        self.skipped % 16 == 0
+    }
+
+    /// The outcome of an attempt.
+    pub fn record(&mut self, won: bool) {
+        self.tries += 1;
+        self.wins += u32::from(won);
+        if self.tries >= 1024 {
+            self.tries /= 2;
+            self.wins /= 2;
+        }
+    }
+}
+
 /// Choose the encoding for `page` (pfn `pfn`); for a delta, write it into
 /// `out` (cleared first). The payload of a raw page is the page itself, of
 /// a zero page nothing.
@@ -433,6 +484,27 @@ mod tests {
             p[at] ^= v;
         }
         p
+    }
+
+    #[test]
+    fn the_delta_gate_samples_while_deltas_do_not_pay_and_reopens_when_they_do() {
+        let mut g = DeltaGate::default();
+        let mut tried = 0;
+        for _ in 0..2000 {
+            if g.allow() {
+                tried += 1;
+                g.record(false);
+            }
+        }
+        assert!(tried < 250, "{tried} of 2000 tried while every delta lost");
+        let mut tried = 0;
+        for _ in 0..2000 {
+            if g.allow() {
+                tried += 1;
+                g.record(true);
+            }
+        }
+        assert!(tried > 1500, "only {tried} of 2000 tried once deltas won");
     }
 
     #[test]

@@ -7,9 +7,13 @@
 //!      stats = tracker.snapshot(owed cold pages, owed hot pages)
 //!      decision = policy.decide(stats)      ──▶ observer(Progress::Decided)
 //!      Abort → fail;  StopAndCopy → break
-//!      live round: read owed cold pages in batches → sink.send_pages
+//!      live round: read owed cold pages (all owed pages if the decision
+//!      says send_deferred) in batches → sink.send_pages → sink.wait_sent
+//!      (the round's link time ends when its bytes left, not when they
+//!      entered the socket); wait out min_round_ms
 //!      harvest_dirty → planner.observe → tracker.round_done
-//!  pause; harvest; send every owed page; save_state → sink.send_cpu_state
+//!  pause; harvest; sink.final_pass_begins; send every owed page;
+//!  save_state → sink.send_cpu_state
 //!  sink.end_and_await_ack            (before this returns Ok: any failure resumes the guest here)
 //!  sink.commit_and_await_resumed     (after: the guest belongs to the receiver)
 //! ```
@@ -291,8 +295,14 @@ where
         let round_start = run.elapsed_ms();
         let round_start_ns = run.clock.now_ns();
         let round = (|| {
-            let pfns = planner.live_round();
+            let pfns = if decision.send_deferred {
+                planner.final_pass()
+            } else {
+                planner.live_round()
+            };
             let sent = run.send(iteration, &pfns, &mut planner, &mut *observer)?;
+            run.sink.wait_sent()?;
+            let send_ms = run.elapsed_ms() - round_start;
             if decision.min_round_ms > 0.0 {
                 // min_round_ms is a finite, positive policy setting.
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -305,15 +315,16 @@ where
                 .harvest_dirty(&mut dirty)
                 .map_err(Run::<D, C, S>::backend("harvesting dirty pages"))?;
             planner.observe(&dirty);
-            Ok::<_, MigrationError>(sent)
+            Ok::<_, MigrationError>((sent, send_ms))
         })();
-        let sent = match round {
+        let (sent, send_ms) = match round {
             Ok(sent) => sent,
             Err(e) => return Err(run.fail(Stage::Round(iteration), e)),
         };
-        tracker.round_done(
+        tracker.round_done_timed(
             sent.pages(),
             sent.wire_bytes,
+            send_ms,
             run.elapsed_ms() - round_start,
             dirty.count(),
         );
@@ -333,6 +344,7 @@ where
             .map_err(Run::<D, C, S>::backend("harvesting dirty pages"))?;
         planner.observe(&dirty);
         let pfns = planner.final_pass();
+        run.sink.final_pass_begins();
         if observer(&Progress::Paused {
             final_pages: pfns.len() as u64,
             elapsed_ms: run.elapsed_ms(),
@@ -367,10 +379,13 @@ where
     if let Err(e) = run.sink.commit_and_await_resumed() {
         return Err(MigrationError::HandoverUnconfirmed { cause: Box::new(e) });
     }
-    let _ = run.source.disable_dirty_log();
+    // The guest runs at the receiver from here: the downtime ends now, not
+    // after the source's clean-up (disarming write tracking on a large
+    // arena takes tens of ms, during which the guest already serves).
     let latency_ns = (config.link_latency_ms * 1e6).max(0.0);
     let downtime_ms =
         ((run.clock.now_ns().saturating_sub(paused_ns)) as f64 - latency_ns).max(0.0) / 1e6;
+    let _ = run.source.disable_dirty_log();
     let total_ms = run.elapsed_ms();
     let _ = observer(&Progress::Resumed {
         downtime_ms,

@@ -93,6 +93,10 @@ pub struct Decision {
     pub min_round_ms: f64,
     /// Why, for logs and reports.
     pub reason: &'static str,
+    /// Send the deferred (hot) pages in the next live round too, instead
+    /// of keeping them for the final pass: for when the hot set is too big
+    /// to fit the downtime.
+    pub send_deferred: bool,
 }
 
 impl Decision {
@@ -101,6 +105,7 @@ impl Decision {
             action,
             cpu_cap: None,
             min_round_ms: 0.0,
+            send_deferred: false,
             reason,
         }
     }
@@ -188,6 +193,23 @@ impl RoundStatsTracker {
     /// Record a finished round: pages and wire bytes sent, how long it
     /// took, and how many pages the guest dirtied meanwhile.
     pub fn round_done(&mut self, pages: u64, bytes: u64, duration_ms: f64, dirtied_pages: u64) {
+        self.round_done_timed(pages, bytes, duration_ms, duration_ms, dirtied_pages);
+    }
+
+    /// [`round_done`](Self::round_done) for a round whose link time
+    /// (`send_ms`: from its first write until its bytes left) is shorter
+    /// than the round (`round_ms`: until the harvest, e.g. with a wait
+    /// before it). The bandwidth counts link time only; the dirty rate the
+    /// whole round.
+    pub fn round_done_timed(
+        &mut self,
+        pages: u64,
+        bytes: u64,
+        send_ms: f64,
+        round_ms: f64,
+        dirtied_pages: u64,
+    ) {
+        let duration_ms = round_ms;
         if duration_ms > 0.0 {
             self.dirty_rate_pages_per_s = dirtied_pages as f64 * 1000.0 / duration_ms;
         }
@@ -200,7 +222,7 @@ impl RoundStatsTracker {
         self.iteration += 1;
         self.pages_sent_total += pages;
         self.bytes_sent_total += bytes;
-        self.send_time_ms += duration_ms;
+        self.send_time_ms += send_ms.clamp(0.0, duration_ms.max(0.0));
         self.last_round_ms = duration_ms;
     }
 
@@ -292,14 +314,27 @@ impl RoundStatsTracker {
 /// 2. stop when two rounds in a row did not improve the prediction by at
 ///    least `min_improvement` over the best earlier one (the dirty set
 ///    stopped shrinking: more rounds only burn bandwidth) — unless the
-///    prediction is over the target: then, if throttling is on, cap the CPU
-///    a step further; otherwise keep *watching* for up to `patience` (the
+///    prediction is over the target: then keep *watching* for up to `patience` (the
 ///    full pass's duration, at least `min_patience_ms`): live rounds then
 ///    carry only the cold pages (the hot ones stay deferred) and last at
 ///    least `watch_round_ms`, so waiting costs little bandwidth, and a guest
 ///    whose burst ends (a batch job, a phase change) is caught at its next
 ///    quiet moment instead of being paused in the middle of the burst;
-/// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent.
+/// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent
+///    (twice that while a throttled guest still converges).
+///
+/// Hot pages wait for the final pass only while they fit the target: a hot
+/// set whose transfer alone takes longer than `downtime_target_ms` (a guest
+/// rewriting most of its memory every round) goes out in the live rounds
+/// too ([`Decision::send_deferred`]), so the final pass owes only what the
+/// last round saw written.
+///
+/// Throttling (`throttle`), checked first while the prediction is over the
+/// target: as soon as the guest dirties more than half what the link moves,
+/// or pre-copy stalled, cap its CPU further, by the measured rates (aim at a
+/// dirty rate of a quarter of the link, at least halving the share; 2 % at
+/// once when a round dirtied most of memory), down to 1 %, like QEMU's
+/// auto-converge.
 ///
 /// The downtime target is not a reason to stop early on its own: while the
 /// cold set still shrinks geometrically, each extra round costs a shrinking
@@ -320,8 +355,8 @@ pub struct PerfPlus {
     pub max_bytes_factor: f64,
     /// Hot-page rule.
     pub hot: HotRule,
-    /// Cap the guest's CPU step by step when pre-copy stalls above the
-    /// target (off by default).
+    /// Cap the guest's CPU when it outruns the link or pre-copy stalls
+    /// above the target (off by default).
     pub throttle: bool,
     /// Least time to watch a stalled guest above the target, ms.
     pub min_patience_ms: f64,
@@ -345,6 +380,33 @@ impl Default for PerfPlus {
     }
 }
 
+impl PerfPlus {
+    /// The next CPU cap when throttling: the guest dirties `dirty_bytes`
+    /// per second at `cap` percent while the link moves `bw` bytes per
+    /// second. Aims at a dirty rate of a quarter of the link (each round
+    /// then shrinks the dirty set fourfold), assuming the dirty rate
+    /// scales with the CPU share, and at least halves the share each
+    /// time, since a guest paced by outside demand catches up after a
+    /// stop and only slows down once the share caps it (QEMU's
+    /// auto-converge steps the same way, by measured rates, up to 99 %).
+    /// When the guest dirtied most of its memory in the round
+    /// (`saturated`), the measured rate is only a floor of the real one
+    /// (a page written twice counts once), so the step is the steepest.
+    fn throttled_cap(cap: u8, dirty_bytes: f64, bw: f64, saturated: bool) -> u8 {
+        let factor = if saturated {
+            0.02
+        } else if dirty_bytes > 0.0 {
+            (0.25 * bw / dirty_bytes).clamp(0.05, 0.5)
+        } else {
+            0.5
+        };
+        // In 1..=100, and finite.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let next = (f64::from(cap) * factor).floor().clamp(1.0, 100.0) as u8;
+        next.min(cap.saturating_sub(1)).max(1)
+    }
+}
+
 impl PrecopyPolicy for PerfPlus {
     fn decide(&self, s: &RoundStats) -> Decision {
         use Action::{Continue, StopAndCopy};
@@ -352,16 +414,33 @@ impl PrecopyPolicy for PerfPlus {
             return Decision::new(Continue, "first full pass");
         }
         let cap = CpuShare::percent(s.cpu_cap_percent).filter(|c| c.get() < 100);
+        // Deferring hot pages to the final pass only pays while they fit
+        // the downtime: a hot set that alone overshoots the target (a
+        // guest rewriting most of its memory every round) goes out in the
+        // live rounds too, so the final pass owes only what was dirtied
+        // during the last round.
+        let deferred_ms = if s.bandwidth_bytes_per_s > 0.0 {
+            s.deferred_pages as f64 * s.wire_bytes_per_page * 1000.0 / s.bandwidth_bytes_per_s
+        } else {
+            0.0
+        };
+        let send_deferred = s.deferred_pages > 0 && deferred_ms > self.downtime_target_ms;
+        let floor_ms = if send_deferred {
+            s.predicted_floor_ms - deferred_ms
+        } else {
+            s.predicted_floor_ms
+        };
         let with_cap = |action, reason| Decision {
             action,
             cpu_cap: cap,
             min_round_ms: 0.0,
             reason,
+            send_deferred,
         };
         if s.dirty_pages == 0 && s.deferred_pages == 0 {
             return with_cap(StopAndCopy, "nothing left to send");
         }
-        let removable = s.predicted_downtime_ms - s.predicted_floor_ms;
+        let removable = s.predicted_downtime_ms - floor_ms;
         let negligible = removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
         let improving = s.iteration < 2
             || s.predicted_downtime_ms
@@ -370,22 +449,45 @@ impl PrecopyPolicy for PerfPlus {
         if s.iteration >= self.max_rounds {
             return with_cap(StopAndCopy, "round limit");
         }
-        if s.bytes_sent_total as f64 >= self.max_bytes_factor * s.memory_bytes as f64 {
+        // The byte limit bounds what a pre-copy that does not converge
+        // costs; a throttled guest whose dirty set still shrinks round by
+        // round is converging, and gets up to twice the limit to finish.
+        let bytes_factor = s.bytes_sent_total as f64 / s.memory_bytes.max(1) as f64;
+        let converging_throttled = cap.is_some() && improving && !negligible;
+        if bytes_factor >= 2.0 * self.max_bytes_factor
+            || (bytes_factor >= self.max_bytes_factor && !converging_throttled)
+        {
             return with_cap(StopAndCopy, "byte limit");
         }
-        if !negligible && improving {
+        let above_target = s.predicted_downtime_ms > self.downtime_target_ms;
+        // Throttle as soon as the guest dirties memory faster than half
+        // the link moves it (the dirty set cannot shrink fast enough to
+        // converge), not only once pre-copy has stalled: every round spent
+        // unthrottled is a round of bytes resent for nothing.
+        let dirty_bytes = s.dirty_rate_pages_per_s * s.wire_bytes_per_page;
+        let outrun = dirty_bytes > 0.5 * s.bandwidth_bytes_per_s;
+        let stalled = negligible || !improving;
+        if self.throttle && above_target && s.cpu_cap_percent > 1 && (outrun || stalled) {
+            let pages = s.memory_bytes / s.page_size.max(1) as u64;
+            let saturated = 2 * (s.dirty_pages + s.deferred_pages) >= pages;
+            let next = Self::throttled_cap(
+                s.cpu_cap_percent,
+                dirty_bytes,
+                s.bandwidth_bytes_per_s,
+                saturated,
+            );
+            return Decision {
+                action: Continue,
+                cpu_cap: CpuShare::percent(next),
+                min_round_ms: 0.0,
+                reason: "the guest outruns the link: throttling it",
+                send_deferred,
+            };
+        }
+        if !stalled {
             return with_cap(Continue, "the dirty set is still shrinking");
         }
-        if s.predicted_downtime_ms > self.downtime_target_ms {
-            if self.throttle && s.cpu_cap_percent > 20 {
-                let next = s.cpu_cap_percent.saturating_sub(20).max(20);
-                return Decision {
-                    action: Continue,
-                    cpu_cap: CpuShare::percent(next),
-                    min_round_ms: 0.0,
-                    reason: "stalled above the target: throttling the guest",
-                };
-            }
+        if above_target {
             let patience = s.first_round_ms.max(self.min_patience_ms);
             if s.ms_since_best < patience {
                 return Decision {
@@ -393,6 +495,7 @@ impl PrecopyPolicy for PerfPlus {
                     cpu_cap: cap,
                     min_round_ms: self.watch_round_ms.max(patience / 20.0),
                     reason: "stalled above the target: watching for a quieter moment",
+                    send_deferred,
                 };
             }
         }
@@ -704,9 +807,59 @@ mod tests {
         };
         let d = p.decide(&stats(4, 500_000, 2000.0, 2000.0));
         assert_eq!(d.action, Action::Continue);
-        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(80));
+        // Most of memory dirtied in one round: the measured rate is only a
+        // floor, so the steepest step.
+        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(2));
         let d = PerfPlus::default().decide(&stats(4, 500_000, 2000.0, 2000.0));
         assert_eq!((d.action, d.cpu_cap), (Action::StopAndCopy, None));
+    }
+
+    #[test]
+    fn perfplus_throttles_a_guest_that_outruns_the_link_by_the_measured_rates() {
+        let p = PerfPlus {
+            throttle: true,
+            ..PerfPlus::default()
+        };
+        // Still improving, but dirtying twice what the link moves: aim at a
+        // quarter of the link, 1/8 of the rate.
+        let mut s = stats(2, 20_000, 900.0, 2000.0);
+        s.decisions_since_best = 0;
+        s.dirty_rate_pages_per_s = 2e9 / s.wire_bytes_per_page;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert_eq!(d.cpu_cap.map(CpuShare::get), Some(12));
+        // Close to the link: at least halve.
+        s.cpu_cap_percent = 12;
+        s.dirty_rate_pages_per_s = 0.6e9 / s.wire_bytes_per_page;
+        assert_eq!(p.decide(&s).cpu_cap.map(CpuShare::get), Some(5));
+        // Under half the link and shrinking: no more throttling.
+        s.dirty_rate_pages_per_s = 0.3e9 / s.wire_bytes_per_page;
+        let d = p.decide(&s);
+        assert_eq!(
+            (d.action, d.cpu_cap.map(CpuShare::get)),
+            (Action::Continue, Some(12))
+        );
+        // At 1 % there is no lower step.
+        s.cpu_cap_percent = 1;
+        s.dirty_rate_pages_per_s = 2e9 / s.wire_bytes_per_page;
+        assert_eq!(p.decide(&s).cpu_cap.map(CpuShare::get), Some(1));
+    }
+
+    #[test]
+    fn perfplus_sends_a_hot_set_too_big_for_the_target_in_the_live_rounds() {
+        let p = PerfPlus::default();
+        // 1000 hot pages take ~4 ms at 1 GB/s: deferred to the final pass.
+        let mut s = stats(3, 10_000, 500.0, 2000.0);
+        s.decisions_since_best = 0;
+        s.deferred_pages = 1000;
+        assert!(!p.decide(&s).send_deferred);
+        // 100 000 hot pages take ~410 ms, over the 100 ms target: sent live.
+        s.deferred_pages = 100_000;
+        s.predicted_floor_ms = 430.0;
+        s.predicted_downtime_ms = 470.0;
+        let d = p.decide(&s);
+        assert_eq!(d.action, Action::Continue);
+        assert!(d.send_deferred);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::encode::{encode_page, DeltaCache, Encoding, EncodingSet};
+use super::encode::{encode_page, DeltaCache, DeltaGate, Encoding, EncodingSet};
 use super::stream::{
     BatchWriter, Record, RecordDecoder, StreamDigest, StreamHeader, PAGE_ENTRY_BYTES,
 };
@@ -76,6 +76,18 @@ pub trait StreamSink {
     /// Tell the receiver the migration is off (best effort).
     fn abort(&mut self, reason: &str);
 
+    /// The guest is paused: the pages that follow are the final pass, and
+    /// nothing is sent after them (no page needs keeping for a later
+    /// delta).
+    fn final_pass_begins(&mut self) {}
+
+    /// Wait until the bytes sent so far have left this host (the end of a
+    /// round is when its pages are out, not when they sit in a socket
+    /// buffer). Sinks that cannot tell return at once.
+    fn wait_sent(&mut self) -> Result<(), MigrationError> {
+        Ok(())
+    }
+
     /// Bytes on the wire so far.
     fn bytes_on_wire(&self) -> u64;
 }
@@ -95,6 +107,8 @@ pub struct PerfplusSink<T> {
     bytes: u64,
     reply_timeout: Duration,
     replies: RecordDecoder,
+    final_pass: bool,
+    delta_gate: DeltaGate,
 }
 
 impl<T: Transport> PerfplusSink<T> {
@@ -120,6 +134,8 @@ impl<T: Transport> PerfplusSink<T> {
             bytes: 0,
             reply_timeout,
             replies: RecordDecoder::new(),
+            final_pass: false,
+            delta_gate: DeltaGate::default(),
         }
     }
 
@@ -232,16 +248,24 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
                 sent.wire_bytes += self.flush_batch()?;
                 self.batch.start(round);
             }
+            // Pages without a base cannot be deltas: they do not count.
+            let attempt =
+                self.cache.as_ref().is_some_and(|c| c.has_base(pfn)) && self.delta_gate.allow();
             let encoding = encode_page(
                 self.encodings,
-                self.cache.as_mut(),
+                self.cache.as_mut().filter(|_| attempt),
                 pfn,
                 page,
                 &mut self.payload,
             );
-            if let Some(cache) = &mut self.cache {
+            if attempt && encoding != Encoding::Zero {
+                self.delta_gate.record(encoding == Encoding::Delta);
+            }
+            if let Some(cache) = self.cache.as_mut().filter(|_| !self.final_pass) {
                 // Pages resent after the first pass are the ones likely to
-                // change again: worth a cached copy.
+                // change again: worth a cached copy. (Not in the final
+                // pass: nothing follows it, and copying every page into the
+                // cache there cost downtime.)
                 cache.sent(pfn, page, encoding == Encoding::Zero, round > 0, round);
             }
             match encoding {
@@ -299,5 +323,16 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
 
     fn bytes_on_wire(&self) -> u64 {
         self.bytes
+    }
+
+    fn final_pass_begins(&mut self) {
+        self.final_pass = true;
+    }
+
+    fn wait_sent(&mut self) -> Result<(), MigrationError> {
+        // A link that does not drain within the reply timeout shows up in
+        // the next write's timeout; here it only ends the wait.
+        self.transport.wait_sent(self.reply_timeout)?;
+        Ok(())
     }
 }

@@ -105,6 +105,15 @@ pub trait Transport {
     fn one_way_latency_ns(&self) -> u64 {
         0
     }
+
+    /// Wait until everything sent so far has left this host (the peer
+    /// acknowledged it), at most `timeout`; returns whether it did. A
+    /// transport whose `send` returns only once the bytes are out (the
+    /// simulated link) has nothing to wait for.
+    fn wait_sent(&mut self, timeout: Duration) -> Result<bool, TransportError> {
+        let _ = timeout;
+        Ok(true)
+    }
 }
 
 /// The receiving end of a [`SimLink`]: gets bytes at their arrival time on
@@ -372,6 +381,30 @@ impl Transport for TcpTransport {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(map_io("waiting for the peer", timeout, e)),
             }
+        }
+    }
+
+    fn wait_sent(&mut self, timeout: Duration) -> Result<bool, TransportError> {
+        // Bytes handed to the socket are not on the wire yet: a round
+        // counted as done when its last write returned would credit the
+        // link with the socket buffer's bytes (megabytes) for free.
+        let deadline = Instant::now() + timeout;
+        let mut nap = Duration::from_micros(50);
+        loop {
+            let unacked = crate::net_sys::tcp_unacked_bytes(&self.stream).map_err(|source| {
+                TransportError::Io {
+                    what: "reading the socket's unsent bytes",
+                    source,
+                }
+            })?;
+            if unacked == 0 {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
         }
     }
 }

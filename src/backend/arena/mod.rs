@@ -112,7 +112,9 @@ pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcom
 pub use local::LocalGuest;
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};
-pub use run::{Gate, GatePass, ProcessStopper, RunControl, Stopper, DUTY_PERIOD};
+pub use run::{
+    duty_phases, Gate, GatePass, ProcessStopper, RunControl, Stopper, DUTY_MIN_RUN, DUTY_PERIOD,
+};
 pub use send::{send_domain, send_guest, Fate, SendConfig, SendError, SendFailure, SendReport};
 pub use sys::{enter_netns, thread_cpu_time};
 pub use tracker::{HarvestStats, WriteTracker, SCAN_REGIONS};

@@ -89,6 +89,28 @@ impl TrackedRegion {
         })
     }
 
+    /// [`populate`](Self::populate) for pages `[first, first + count)`
+    /// (clipped to the region); safe to run while another process writes
+    /// the region (pages already present keep their contents).
+    pub fn populate_pages(&self, first: u64, count: u64) -> Result<(), ArenaError> {
+        let pages = self.pages();
+        let first = first.min(pages);
+        let count = count.min(pages - first);
+        if count == 0 {
+            return Ok(());
+        }
+        let size = self.page_size as u64;
+        let offset = usize::try_from(first * size).unwrap_or(usize::MAX);
+        let len = usize::try_from(count * size).unwrap_or(0);
+        // `offset` is inside the mapping: first < pages.
+        let base = self.base.as_ptr().wrapping_add(offset);
+        let base = std::ptr::NonNull::new(base).unwrap_or(self.base);
+        sys::populate_write(base, len).map_err(|source| ArenaError::Os {
+            context: "populating the arena".into(),
+            source,
+        })
+    }
+
     /// Address of the first byte, in this process.
     pub fn base_address(&self) -> u64 {
         self.base.as_ptr() as u64

@@ -7,7 +7,8 @@
 //! migration's two reasons to stop on top of one stopper: an explicit
 //! pause, which wins, and a CPU cap, a duty cycle run by a background
 //! thread (of every [`DUTY_PERIOD`], the guest runs `cap`% and is stopped
-//! for the rest).
+//! for the rest; small caps keep a [`DUTY_MIN_RUN`] run phase and stretch
+//! the period).
 
 use std::fs;
 use std::io;
@@ -19,8 +20,27 @@ use std::time::{Duration, Instant};
 use super::sys;
 use crate::backend::CpuShare;
 
-/// One duty cycle of the CPU cap.
+/// One duty cycle of the CPU cap (stretched for small caps, see
+/// [`DUTY_MIN_RUN`]).
 pub const DUTY_PERIOD: Duration = Duration::from_millis(20);
+
+/// The shortest run phase of a duty cycle: the throttle thread's own
+/// wake-up latency (a millisecond or more on a loaded host) adds to every
+/// run phase, so a cap whose run phase is shorter than this stretches the
+/// period instead (1 %: run 2 ms, stop 198 ms), as QEMU's vCPU throttle
+/// keeps a fixed run timeslice and lengthens the sleep.
+pub const DUTY_MIN_RUN: Duration = Duration::from_millis(2);
+
+/// The (run, stop) phases of one duty cycle at `cap`.
+pub fn duty_phases(cap: CpuShare) -> (Duration, Duration) {
+    let percent = u32::from(cap.get());
+    let run = DUTY_PERIOD * percent / 100;
+    if run >= DUTY_MIN_RUN || percent >= 100 {
+        return (run, DUTY_PERIOD.saturating_sub(run));
+    }
+    let period = DUTY_MIN_RUN * 100 / percent.max(1);
+    (DUTY_MIN_RUN, period.saturating_sub(DUTY_MIN_RUN))
+}
 
 /// How long [`ProcessStopper::stop`] waits for every thread to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -366,8 +386,8 @@ fn duty_cycle(shared: &Shared) {
             }
         };
         let generation = state.generation;
-        let run = DUTY_PERIOD * u32::from(cap.get()) / 100;
-        let phases = [(false, run), (true, DUTY_PERIOD.saturating_sub(run))];
+        let (run, stop) = duty_phases(cap);
+        let phases = [(false, run), (true, stop)];
         for (stop, length) in phases {
             if state.generation != generation || state.shutdown {
                 break;
@@ -416,5 +436,30 @@ impl Drop for RunControl {
         if state.stopped && !state.paused && self.shared.stopper.cont().is_ok() {
             state.stopped = false;
         }
+    }
+}
+
+#[cfg(test)]
+mod duty_tests {
+    use super::*;
+
+    #[test]
+    fn small_caps_stretch_the_period_and_keep_the_share() {
+        for percent in 1..=100_u8 {
+            let (run, stop) = duty_phases(CpuShare::percent(percent).expect("1..=100"));
+            let share = run.as_secs_f64() / (run + stop).as_secs_f64();
+            assert!(
+                (share - f64::from(percent) / 100.0).abs() < 0.005,
+                "{percent}: {share}"
+            );
+            assert!(
+                run >= DUTY_MIN_RUN || percent == 100,
+                "{percent}: run {run:?}"
+            );
+        }
+        assert_eq!(
+            duty_phases(CpuShare::percent(1).expect("1 %")),
+            (DUTY_MIN_RUN, Duration::from_millis(198))
+        );
     }
 }
