@@ -5,6 +5,7 @@
 
 pub mod c;
 pub mod heartbeat;
+pub mod lab;
 pub mod netem;
 pub mod netns;
 pub mod ppmem_netns;

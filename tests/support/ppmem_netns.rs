@@ -16,44 +16,11 @@ use std::time::{Duration, Instant};
 use super::netem::{self, Delay, Delayer};
 use super::netns::Netns;
 
-/// Run a command, failing with its stderr.
-pub fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+pub use super::lab::sh;
 
 /// Why the lab cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        return Some("needs root to create network namespaces".into());
-    }
-    for tool in ["ip", "nft"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!(
-                "`{tool}` is missing (apt-get install iproute2 nftables)"
-            ));
-        }
-    }
-    None
+    super::lab::unavailable(&["ip", "nft"], "iproute2 nftables")
 }
 
 struct Proc {

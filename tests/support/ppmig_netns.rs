@@ -41,42 +41,15 @@ pub const A_UP: &str = "10.202.2.2";
 /// Host b on the client network.
 pub const B_UP: &str = "10.202.3.2";
 
-/// Run a command, failing with its stderr.
-pub fn sh(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+// Tests that also have `support` load lab.rs twice; it is a pure helper.
+#[allow(clippy::duplicate_mod)]
+#[path = "lab.rs"]
+mod lab;
+pub use lab::sh;
 
 /// Why the lab cannot run here, if it cannot.
 pub fn unavailable() -> Option<String> {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        return Some("needs root to create network namespaces".into());
-    }
-    for tool in ["ip", "tc"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Some(format!("`{tool}` is missing (apt-get install iproute2)"));
-        }
-    }
-    None
+    lab::unavailable(&["ip", "tc"], "iproute2")
 }
 
 /// PIDs of the processes in namespace `ns`.
