@@ -763,6 +763,9 @@ fn pacemaker_moves_a_perfplus_guest_live_with_crm_resource_move() {
             .status
             .code()
     };
+    // crm_resource --locate names a node while its start is still pending:
+    // wait for the start to finish (as for the move below) before asserting.
+    let _ = wait_for(WAIT, || (runs_on(from) == Some(0)).then_some(()));
     assert_eq!(
         (runs_on(from), runs_on(to)),
         (Some(0), Some(7)),
