@@ -17,6 +17,13 @@ fuzz_target!(|data: &[u8]| {
     decoder.push(&data[split..]);
     while let Ok(Some(_)) = decoder.next_record() {}
 
+    // Straight from a source into the buffer, as the TCP receiver reads.
+    let mut source = data;
+    let mut decoder = RecordDecoder::new();
+    while decoder.read_from(&mut source).is_ok_and(|n| n > 0) {
+        while let Ok(Some(_)) = decoder.next_decoded() {}
+    }
+
     let mut receiver = Receiver::new(SimDomain::blank(64, VirtualClock::new()));
     let _ = receiver.on_bytes(&data[..split]);
     let _ = receiver.on_bytes(&data[split..]);

@@ -161,6 +161,22 @@ pub trait Domain {
     /// Overwrite the pages `pfns` with the contents of `data`.
     fn write_pages(&mut self, pfns: &[Pfn], data: &[u8]) -> Result<(), BackendError>;
 
+    /// Overwrite page `pfns[i]` with `pages[i]` (each one page long). The
+    /// pages may lie anywhere, e.g. in a received record: a backend that
+    /// can gather writes them from there; the default copies them into one
+    /// buffer for [`write_pages`](Domain::write_pages).
+    fn write_page_list(&mut self, pfns: &[Pfn], pages: &[&[u8]]) -> Result<(), BackendError> {
+        let size = self.page_size();
+        if pages.len() != pfns.len() || pages.iter().any(|p| p.len() != size) {
+            return Err(BackendError::BufferSize {
+                expected: pfns.len() * size,
+                got: pages.iter().map(|p| p.len()).sum(),
+            });
+        }
+        let data = pages.concat();
+        self.write_pages(pfns, &data)
+    }
+
     /// Start logging writes; the log starts empty.
     fn enable_dirty_log(&mut self) -> Result<(), BackendError>;
 

@@ -12,6 +12,13 @@
 //! [`Receiver`] is sans-io: feed it bytes ([`Receiver::on_bytes`]), send
 //! what [`Receiver::take_replies`] returns. [`receive_tcp`] runs it on a TCP
 //! stream; the simulated link runs it inline.
+//!
+//! On a socket ([`Receiver::read_from`]) the bytes are read straight into
+//! the decoder's buffer, reads ending at record boundaries, and a page
+//! batch is applied where it lies: raw pages go from the record into the
+//! domain ([`Domain::write_page_list`], one `process_vm_writev` for the
+//! arena), so each page byte is touched by the receiver's own code only by
+//! the record check and the digest, both xxh3.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -19,7 +26,7 @@ use std::time::Duration;
 
 use super::encode::{apply_delta, Encoding};
 use super::stream::{
-    PageBatch, Record, RecordDecoder, StreamDigest, StreamHeader, HEADER_RECORD_BYTES,
+    BatchView, Decoded, Record, RecordDecoder, StreamDigest, StreamHeader, HEADER_RECORD_BYTES,
 };
 use super::transport::SimPeer;
 use super::MigrationError;
@@ -56,16 +63,25 @@ pub struct ReceiverStats {
 /// Applies a stream to a domain. See the module documentation.
 #[derive(Debug)]
 pub struct Receiver<D> {
-    domain: D,
     decoder: RecordDecoder,
+    core: Core<D>,
+}
+
+/// Everything but the decoder, so a page batch can be applied while it
+/// still lies in the decoder's buffer.
+#[derive(Debug)]
+struct Core<D> {
+    domain: D,
     state: ReceiverState,
     digest: StreamDigest,
     cpu_state_seen: bool,
     outbox: Vec<u8>,
     failure: Option<String>,
     stats: ReceiverStats,
-    pages: Vec<u8>,
-    bases: Vec<u8>,
+    pfns: Vec<Pfn>,
+    /// Pages rebuilt from deltas.
+    rebuilt: Vec<u8>,
+    zero_page: Vec<u8>,
 }
 
 impl<D: Domain> Receiver<D> {
@@ -73,88 +89,130 @@ impl<D: Domain> Receiver<D> {
     /// source's geometry).
     pub fn new(domain: D) -> Self {
         Self {
-            domain,
             decoder: RecordDecoder::new(),
-            state: ReceiverState::AwaitHeader,
-            digest: StreamDigest::default(),
-            cpu_state_seen: false,
-            outbox: Vec::new(),
-            failure: None,
-            stats: ReceiverStats::default(),
-            pages: Vec::new(),
-            bases: Vec::new(),
+            core: Core {
+                domain,
+                state: ReceiverState::AwaitHeader,
+                digest: StreamDigest::default(),
+                cpu_state_seen: false,
+                outbox: Vec::new(),
+                failure: None,
+                stats: ReceiverStats::default(),
+                pfns: Vec::new(),
+                rebuilt: Vec::new(),
+                zero_page: Vec::new(),
+            },
         }
     }
 
     /// The state.
     pub fn state(&self) -> ReceiverState {
-        self.state
+        self.core.state
     }
 
     /// Why it failed, if it did.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref()
+        self.core.failure.as_deref()
     }
 
     /// What was applied.
     pub fn stats(&self) -> ReceiverStats {
-        self.stats
+        self.core.stats
     }
 
     /// The domain.
     pub fn domain(&self) -> &D {
-        &self.domain
+        &self.core.domain
     }
 
     /// The domain, mutably.
     pub fn domain_mut(&mut self) -> &mut D {
-        &mut self.domain
+        &mut self.core.domain
     }
 
     /// Take the domain out.
     pub fn into_domain(self) -> D {
-        self.domain
+        self.core.domain
     }
 
     /// Bytes to send back to the sender.
     pub fn take_replies(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.outbox)
+        std::mem::take(&mut self.core.outbox)
+    }
+
+    fn is_done(&self) -> bool {
+        matches!(
+            self.core.state,
+            ReceiverState::Failed | ReceiverState::Resumed
+        )
     }
 
     /// Bytes arrived. On an error the receiver is `Failed`, has queued a
     /// NACK, and ignores everything after.
     pub fn on_bytes(&mut self, bytes: &[u8]) -> Result<(), MigrationError> {
-        if matches!(self.state, ReceiverState::Failed | ReceiverState::Resumed) {
+        if self.is_done() {
             return Ok(());
         }
-        self.stats.bytes += bytes.len() as u64;
+        self.core.stats.bytes += bytes.len() as u64;
         self.decoder.push(bytes);
+        self.apply_received()
+    }
+
+    /// Read once from `source` straight into the decoder's buffer and
+    /// apply what is complete (pages go from there into the domain without
+    /// another copy). Returns the bytes read: 0 is the end of the stream,
+    /// for [`on_eof`](Self::on_eof). A read error is returned as is, for
+    /// the caller to report (see [`fail_with`](Self::fail_with)).
+    pub fn read_from(
+        &mut self,
+        source: &mut impl Read,
+    ) -> std::io::Result<(usize, Result<(), MigrationError>)> {
+        if self.is_done() {
+            return Ok((0, Ok(())));
+        }
+        let n = self.decoder.read_from(source)?;
+        self.core.stats.bytes += n as u64;
+        Ok((n, self.apply_received()))
+    }
+
+    fn apply_received(&mut self) -> Result<(), MigrationError> {
         loop {
-            let record = match self.decoder.next_record() {
+            let record = match self.decoder.next_decoded() {
                 Ok(Some(r)) => r,
                 Ok(None) => return Ok(()),
-                Err(e) => return Err(self.fail(e.into())),
+                Err(e) => return Err(self.core.fail(e.into())),
             };
-            if let Err(e) = self.apply(record) {
-                return Err(self.fail(e));
+            if let Err(e) = self.core.apply(record) {
+                return Err(self.core.fail(e));
+            }
+            if self.is_done() {
+                return Ok(());
             }
         }
     }
 
     /// The connection closed. Fine after the hand-over, an error before.
     pub fn on_eof(&mut self) -> Result<(), MigrationError> {
-        match self.state {
+        match self.core.state {
             ReceiverState::Resumed | ReceiverState::Failed => Ok(()),
-            _ => Err(self.fail(MigrationError::Protocol {
+            _ => Err(self.core.fail(MigrationError::Protocol {
                 what: format!(
                     "the stream ended early ({} bytes unparsed, state {:?}); the guest was not resumed here",
                     self.decoder.pending(),
-                    self.state
+                    self.core.state
                 ),
             })),
         }
     }
 
+    /// Fail with `e` (a transport error, say): the receiver is `Failed`
+    /// with a NACK queued. Returns `e`.
+    pub fn fail_with(&mut self, e: MigrationError) -> MigrationError {
+        self.core.fail(e)
+    }
+}
+
+impl<D: Domain> Core<D> {
     fn fail(&mut self, e: MigrationError) -> MigrationError {
         if self.state != ReceiverState::Failed {
             self.state = ReceiverState::Failed;
@@ -165,14 +223,17 @@ impl<D: Domain> Receiver<D> {
         e
     }
 
-    fn unexpected(&self, record: &Record) -> MigrationError {
-        MigrationError::Protocol {
-            what: format!("{:?} record in state {:?}", record.kind(), self.state),
-        }
-    }
-
-    fn apply(&mut self, record: Record) -> Result<(), MigrationError> {
+    fn apply(&mut self, record: Decoded<'_>) -> Result<(), MigrationError> {
         use ReceiverState as S;
+        let record = match (self.state, record) {
+            (S::Receiving, Decoded::Pages(batch)) => return self.apply_batch(batch),
+            (state, Decoded::Pages(_)) => {
+                return Err(MigrationError::Protocol {
+                    what: format!("PAGES record in state {state:?}"),
+                })
+            }
+            (_, Decoded::Other(record)) => record,
+        };
         match (self.state, record) {
             (_, Record::Abort(reason)) => Err(MigrationError::SenderAborted { reason }),
             (S::AwaitHeader, Record::Header(h)) => {
@@ -189,7 +250,6 @@ impl<D: Domain> Receiver<D> {
                 self.state = S::Receiving;
                 Ok(())
             }
-            (S::Receiving, Record::Pages(batch)) => self.apply_batch(&batch),
             (S::Receiving, Record::CpuState(blob)) if !self.cpu_state_seen => {
                 self.domain
                     .restore_state(&blob)
@@ -222,57 +282,71 @@ impl<D: Domain> Receiver<D> {
                 self.state = S::Resumed;
                 Ok(())
             }
-            (_, record) => Err(self.unexpected(&record)),
+            (state, record) => Err(MigrationError::Protocol {
+                what: format!("{:?} record in state {state:?}", record.kind()),
+            }),
         }
     }
 
-    fn apply_batch(&mut self, batch: &PageBatch) -> Result<(), MigrationError> {
+    /// Apply a batch where it lies: raw pages go from the record into the
+    /// domain, zero pages from one zero page, and only deltas are rebuilt
+    /// in a buffer (from the pages held now).
+    fn apply_batch(&mut self, batch: BatchView<'_>) -> Result<(), MigrationError> {
         let size = self.domain.page_size();
-        let pfns: Vec<Pfn> = batch.entries.iter().map(|e| e.pfn).collect();
-        // Deltas apply to the pages held now: read them in one batch.
-        let delta_pfns: Vec<Pfn> = batch
-            .entries
-            .iter()
-            .filter(|e| e.encoding == Encoding::Delta)
-            .map(|e| e.pfn)
-            .collect();
-        self.bases.resize(delta_pfns.len() * size, 0);
+        if self.zero_page.len() != size {
+            self.zero_page = vec![0; size];
+        }
+        self.pfns.clear();
+        self.pfns.extend(
+            batch
+                .entries
+                .iter()
+                .filter(|e| e.encoding == Encoding::Delta)
+                .map(|e| e.pfn),
+        );
+        self.rebuilt.resize(self.pfns.len() * size, 0);
         self.domain
-            .read_pages(&delta_pfns, &mut self.bases)
+            .read_pages(&self.pfns, &mut self.rebuilt)
             .map_err(|source| MigrationError::Backend {
                 what: "reading pages to apply deltas",
                 source,
             })?;
-        self.pages.resize(pfns.len() * size, 0);
-        let mut next_base = 0;
-        for (i, entry) in batch.entries.iter().enumerate() {
-            let page = &mut self.pages[i * size..(i + 1) * size];
-            match entry.encoding {
+        // (A page twice in one batch, which the sender never does, would
+        // rebuild from a stale base; the digest catches that.)
+        let deltas = batch
+            .entries
+            .iter()
+            .filter(|e| e.encoding == Encoding::Delta);
+        for (entry, page) in deltas.zip(self.rebuilt.chunks_exact_mut(size)) {
+            apply_delta(page, batch.data(entry)).map_err(|source| {
+                MigrationError::Stream(super::StreamError::Delta {
+                    pfn: entry.pfn,
+                    source,
+                })
+            })?;
+        }
+        self.pfns.clear();
+        let mut pages: Vec<&[u8]> = Vec::with_capacity(batch.entries.len());
+        let mut rebuilt = self.rebuilt.chunks_exact(size);
+        for entry in batch.entries {
+            let page = match entry.encoding {
                 Encoding::Zero => {
-                    page.fill(0);
                     self.stats.zero_pages += 1;
+                    &self.zero_page[..]
                 }
-                Encoding::Raw => page.copy_from_slice(batch.data(entry)),
+                Encoding::Raw => batch.data(entry),
                 Encoding::Delta => {
-                    // (A page twice in one batch, which the sender never
-                    // does, would rebuild from a stale base; the digest
-                    // catches that.)
-                    page.copy_from_slice(&self.bases[next_base * size..(next_base + 1) * size]);
-                    next_base += 1;
-                    apply_delta(page, batch.data(entry)).map_err(|source| {
-                        MigrationError::Stream(super::StreamError::Delta {
-                            pfn: entry.pfn,
-                            source,
-                        })
-                    })?;
                     self.stats.delta_pages += 1;
+                    rebuilt.next().unwrap_or_default()
                 }
-            }
+            };
             self.digest.add(entry.pfn, page);
             self.stats.pages += 1;
+            self.pfns.push(entry.pfn);
+            pages.push(page);
         }
         self.domain
-            .write_pages(&pfns, &self.pages)
+            .write_page_list(&self.pfns, &pages)
             .map_err(|source| MigrationError::Backend {
                 what: "writing received pages",
                 source,
@@ -291,7 +365,7 @@ impl<D: Domain> SimPeer for Receiver<D> {
     }
 
     fn has_hung_up(&self) -> bool {
-        self.state == ReceiverState::Failed
+        self.state() == ReceiverState::Failed
     }
 }
 
@@ -405,29 +479,23 @@ fn pump_tcp<D: Domain>(
     io_timeout: Duration,
     initial: &[u8],
 ) -> Result<(), MigrationError> {
-    let mut buf = vec![0; 256 * 1024];
-    let mut pending = initial.len();
-    buf[..pending].copy_from_slice(initial);
+    let mut first = Some(initial).filter(|bytes| !bytes.is_empty());
     loop {
-        let n = if pending > 0 {
-            std::mem::take(&mut pending)
+        let (n, outcome) = if let Some(bytes) = first.take() {
+            (bytes.len(), receiver.on_bytes(bytes))
         } else {
-            match stream.read(&mut buf) {
-                Ok(n) => n,
+            match receiver.read_from(stream) {
+                Ok((0, _)) => (0, receiver.on_eof()),
+                Ok(read) => read,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let error = read_error(e, io_timeout, "reading the stream");
-                    let error = receiver.fail(error.into());
+                    let error = receiver.fail_with(error.into());
                     // Tell the sender why, if it still listens.
                     let _ = stream.write_all(&receiver.take_replies());
                     return Err(error);
                 }
             }
-        };
-        let outcome = if n == 0 {
-            receiver.on_eof()
-        } else {
-            receiver.on_bytes(&buf[..n])
         };
         let replies = receiver.take_replies();
         if !replies.is_empty() {

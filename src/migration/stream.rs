@@ -252,23 +252,77 @@ pub struct PageEntry {
     pub len: usize,
 }
 
-/// A decoded page batch.
+/// A decoded page batch, owning its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageBatch {
     /// The round that sent it.
     pub round: u32,
     /// Its pages.
     pub entries: Vec<PageEntry>,
-    /// Bytes holding the record payload from `payload_start` on.
-    bytes: Vec<u8>,
-    payload_start: usize,
+    /// The record payload.
+    payload: Vec<u8>,
 }
 
 impl PageBatch {
     /// The payload bytes of `entry`.
     pub fn data(&self, entry: &PageEntry) -> &[u8] {
-        let at = self.payload_start + entry.offset;
-        &self.bytes[at..at + entry.len]
+        &self.payload[entry.offset..entry.offset + entry.len]
+    }
+}
+
+/// A decoded page batch still in the decoder's buffer: what a receiver
+/// applies without copying the pages out first. Valid until the decoder
+/// is fed again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchView<'a> {
+    /// The round that sent it.
+    pub round: u32,
+    /// Its pages.
+    pub entries: &'a [PageEntry],
+    payload: &'a [u8],
+}
+
+impl<'a> BatchView<'a> {
+    /// The payload bytes of `entry`.
+    pub fn data(&self, entry: &PageEntry) -> &'a [u8] {
+        &self.payload[entry.offset..entry.offset + entry.len]
+    }
+
+    /// An owned copy.
+    pub fn to_batch(&self) -> PageBatch {
+        PageBatch {
+            round: self.round,
+            entries: self.entries.to_vec(),
+            payload: self.payload.to_vec(),
+        }
+    }
+}
+
+/// A record as the decoder hands it out: page batches borrowed from its
+/// buffer, everything else owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// A page batch, borrowed.
+    Pages(BatchView<'a>),
+    /// Any other record (never [`Record::Pages`]).
+    Other(Record),
+}
+
+impl Decoded<'_> {
+    /// The record, owned.
+    pub fn into_record(self) -> Record {
+        match self {
+            Self::Pages(view) => Record::Pages(view.to_batch()),
+            Self::Other(record) => record,
+        }
+    }
+
+    /// The record's type.
+    pub fn kind(&self) -> RecordType {
+        match self {
+            Self::Pages(_) => RecordType::Pages,
+            Self::Other(record) => record.kind(),
+        }
     }
 }
 
@@ -445,15 +499,24 @@ impl BatchWriter {
     }
 }
 
-/// Incremental, bounded record decoder: feed bytes as they arrive, take
-/// records out. Holds at most one record's bytes.
+/// Bytes read at a time while the next record's length is not known yet.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Incremental, bounded record decoder: feed bytes as they arrive
+/// ([`push`](Self::push), or [`read_from`](Self::read_from) straight from a
+/// socket), take records out ([`next_decoded`](Self::next_decoded) borrows page batches
+/// from the buffer, [`next_record`](Self::next_record) copies them).
+/// Reading from a source, it holds at most one record and one read.
 #[derive(Debug, Default)]
 pub struct RecordDecoder {
+    /// Storage; bytes `start..end` are received and not yet decoded.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     page_size: Option<usize>,
     page_count: u64,
     records: u64,
+    entries: Vec<PageEntry>,
 }
 
 impl RecordDecoder {
@@ -462,26 +525,72 @@ impl RecordDecoder {
         Self::default()
     }
 
-    /// Add received bytes.
-    pub fn push(&mut self, bytes: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+    /// Make room for `more` bytes after `end`, moving what is pending to
+    /// the front only when the space behind it is short.
+    fn reserve(&mut self, more: usize) {
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start > 1 << 20 {
-            self.buf.drain(..self.start);
+            self.end = 0;
+        }
+        if self.buf.len() - self.end >= more {
+            return;
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        if self.buf.len() - self.end < more {
+            self.buf.resize(self.end + more, 0);
+        }
+    }
+
+    /// Add received bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// Read once from `source` straight into the buffer: at most the rest
+    /// of the record under way (so a record is never moved), or a chunk
+    /// while its length is unknown. Returns the bytes read (0: end of
+    /// stream). Decode what is complete before reading again.
+    pub fn read_from(&mut self, source: &mut impl std::io::Read) -> std::io::Result<usize> {
+        let want = match self.frame_len() {
+            Some(total) if total > self.pending() => total - self.pending(),
+            _ => READ_CHUNK,
+        };
+        self.reserve(want);
+        let n = source.read(&mut self.buf[self.end..self.end + want])?;
+        self.end += n.min(want);
+        Ok(n)
+    }
+
+    /// The whole length of the pending record, once its frame header is
+    /// in and plausible.
+    fn frame_len(&self) -> Option<usize> {
+        let avail = &self.buf[self.start..self.end];
+        let kind = RecordType::from_u16(u16::from_le_bytes([*avail.first()?, *avail.get(1)?]))?;
+        let len = u32::from_le_bytes(avail.get(4..8)?.try_into().ok()?) as usize;
+        (len <= kind.max_payload()).then_some(FRAME_BYTES + len)
     }
 
     /// Bytes received but not yet decoded.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
-    /// Decode the next complete record, if there is one.
+    /// Decode the next complete record, if there is one, copying a page
+    /// batch out of the buffer.
     pub fn next_record(&mut self) -> Result<Option<Record>, StreamError> {
-        let avail = &self.buf[self.start..];
+        Ok(self.next_decoded()?.map(Decoded::into_record))
+    }
+
+    /// Decode the next complete record, if there is one; a page batch
+    /// stays in the buffer.
+    pub fn next_decoded(&mut self) -> Result<Option<Decoded<'_>>, StreamError> {
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < 8 {
             return Ok(None);
         }
@@ -519,118 +628,107 @@ impl RecordDecoder {
                 kind: kind_raw,
             });
         }
-        let mut buf = std::mem::take(&mut self.buf);
         let payload = self.start + 8..self.start + 8 + len;
-        let whole = self.start + 16 + len == buf.len();
-        let record = if kind == RecordType::Pages && whole {
-            // The record is all that is buffered: hand the buffer over
-            // instead of copying a batch of pages.
-            let page_size = self.page_size.ok_or(StreamError::Unexpected {
+        let Self {
+            buf,
+            page_size,
+            page_count,
+            entries,
+            ..
+        } = self;
+        let decoded = decode(kind, &buf[payload], page_size, page_count, entries)?;
+        self.start += 16 + len;
+        self.records += 1;
+        Ok(Some(decoded))
+    }
+}
+
+/// A record from its payload (a checked frame); the header sets the
+/// geometry the page batches are checked against.
+fn decode<'a>(
+    kind: RecordType,
+    p: &'a [u8],
+    geometry_page_size: &mut Option<usize>,
+    geometry_page_count: &mut u64,
+    entries: &'a mut Vec<PageEntry>,
+) -> Result<Decoded<'a>, StreamError> {
+    let malformed = |what: &str| StreamError::Malformed {
+        kind,
+        what: what.to_string(),
+    };
+    Ok(Decoded::Other(match kind {
+        RecordType::Header => {
+            if p.len() != 24 {
+                return Err(malformed("header is not 24 bytes"));
+            }
+            if p[..8] != MAGIC {
+                return Err(StreamError::BadMagic);
+            }
+            let version = u16::from_le_bytes([p[8], p[9]]);
+            if version != VERSION {
+                return Err(StreamError::UnsupportedVersion(version));
+            }
+            let page_size = u32::from_le_bytes([p[12], p[13], p[14], p[15]]) as usize;
+            let page_count = u64::from_le_bytes(le8(&p[16..24]));
+            if !PAGE_SIZE_RANGE.contains(&page_size) || !page_size.is_power_of_two() {
+                return Err(malformed(&format!("page size {page_size}")));
+            }
+            if page_count == 0 || page_count > MAX_PAGE_COUNT {
+                return Err(malformed(&format!("page count {page_count}")));
+            }
+            if geometry_page_size.is_some() {
+                return Err(StreamError::Unexpected {
+                    got: kind,
+                    when: "after the stream header",
+                });
+            }
+            *geometry_page_size = Some(page_size);
+            *geometry_page_count = page_count;
+            Record::Header(StreamHeader {
+                page_size,
+                page_count,
+            })
+        }
+        RecordType::Pages => {
+            let page_size = geometry_page_size.ok_or(StreamError::Unexpected {
                 got: kind,
                 when: "before the stream header",
             })?;
-            let (round, entries) = parse_batch(&buf[payload.clone()], page_size, self.page_count)?;
-            Ok(Record::Pages(PageBatch {
+            let round = parse_batch(p, page_size, *geometry_page_count, entries)?;
+            return Ok(Decoded::Pages(BatchView {
                 round,
                 entries,
-                bytes: std::mem::take(&mut buf),
-                payload_start: payload.start,
-            }))
-        } else {
-            self.parse(kind, &buf[payload])
-        };
-        let consumed = 16 + len;
-        self.buf = buf;
-        let record = record?;
-        if self.buf.is_empty() {
-            self.start = 0;
-        } else {
-            self.start += consumed;
+                payload: p,
+            }));
         }
-        self.records += 1;
-        Ok(Some(record))
-    }
-
-    fn parse(&mut self, kind: RecordType, p: &[u8]) -> Result<Record, StreamError> {
-        let malformed = |what: &str| StreamError::Malformed {
-            kind,
-            what: what.to_string(),
-        };
-        Ok(match kind {
-            RecordType::Header => {
-                if p.len() != 24 {
-                    return Err(malformed("header is not 24 bytes"));
-                }
-                if p[..8] != MAGIC {
-                    return Err(StreamError::BadMagic);
-                }
-                let version = u16::from_le_bytes([p[8], p[9]]);
-                if version != VERSION {
-                    return Err(StreamError::UnsupportedVersion(version));
-                }
-                let page_size = u32::from_le_bytes([p[12], p[13], p[14], p[15]]) as usize;
-                let page_count = u64::from_le_bytes(le8(&p[16..24]));
-                if !PAGE_SIZE_RANGE.contains(&page_size) || !page_size.is_power_of_two() {
-                    return Err(malformed(&format!("page size {page_size}")));
-                }
-                if page_count == 0 || page_count > MAX_PAGE_COUNT {
-                    return Err(malformed(&format!("page count {page_count}")));
-                }
-                if self.page_size.is_some() {
-                    return Err(StreamError::Unexpected {
-                        got: kind,
-                        when: "after the stream header",
-                    });
-                }
-                self.page_size = Some(page_size);
-                self.page_count = page_count;
-                Record::Header(StreamHeader {
-                    page_size,
-                    page_count,
-                })
+        RecordType::CpuState => Record::CpuState(p.to_vec()),
+        RecordType::End | RecordType::Ack => {
+            if p.len() != 16 {
+                return Err(malformed("digest is not 16 bytes"));
             }
-            RecordType::Pages => {
-                let page_size = self.page_size.ok_or(StreamError::Unexpected {
-                    got: kind,
-                    when: "before the stream header",
-                })?;
-                let (round, entries) = parse_batch(p, page_size, self.page_count)?;
-                Record::Pages(PageBatch {
-                    round,
-                    entries,
-                    bytes: p.to_vec(),
-                    payload_start: 0,
-                })
+            let d = StreamDigest {
+                page_records: u64::from_le_bytes(le8(&p[..8])),
+                digest: u64::from_le_bytes(le8(&p[8..])),
+            };
+            if kind == RecordType::End {
+                Record::End(d)
+            } else {
+                Record::Ack(d)
             }
-            RecordType::CpuState => Record::CpuState(p.to_vec()),
-            RecordType::End | RecordType::Ack => {
-                if p.len() != 16 {
-                    return Err(malformed("digest is not 16 bytes"));
-                }
-                let d = StreamDigest {
-                    page_records: u64::from_le_bytes(le8(&p[..8])),
-                    digest: u64::from_le_bytes(le8(&p[8..])),
-                };
-                if kind == RecordType::End {
-                    Record::End(d)
-                } else {
-                    Record::Ack(d)
-                }
+        }
+        RecordType::Commit => Record::Commit,
+        RecordType::Resumed => Record::Resumed,
+        RecordType::Abort | RecordType::Nack => {
+            let text = std::str::from_utf8(p)
+                .map_err(|_| malformed("reason is not UTF-8"))?
+                .to_string();
+            if kind == RecordType::Abort {
+                Record::Abort(text)
+            } else {
+                Record::Nack(text)
             }
-            RecordType::Commit => Record::Commit,
-            RecordType::Resumed => Record::Resumed,
-            RecordType::Abort | RecordType::Nack => {
-                let text = std::str::from_utf8(p)
-                    .map_err(|_| malformed("reason is not UTF-8"))?
-                    .to_string();
-                if kind == RecordType::Abort {
-                    Record::Abort(text)
-                } else {
-                    Record::Nack(text)
-                }
-            }
-        })
-    }
+        }
+    }))
 }
 
 fn le8(bytes: &[u8]) -> [u8; 8] {
@@ -644,7 +742,8 @@ fn parse_batch(
     p: &[u8],
     page_size: usize,
     page_count: u64,
-) -> Result<(u32, Vec<PageEntry>), StreamError> {
+    entries: &mut Vec<PageEntry>,
+) -> Result<u32, StreamError> {
     let malformed = |what: String| StreamError::Malformed {
         kind: RecordType::Pages,
         what,
@@ -657,7 +756,7 @@ fn parse_batch(
     if count == 0 || count > MAX_BATCH_PAGES {
         return Err(malformed(format!("{count} pages in a batch")));
     }
-    let mut entries = Vec::with_capacity(count);
+    entries.clear();
     let mut at = 8;
     for i in 0..count {
         let word = p
@@ -709,7 +808,7 @@ fn parse_batch(
             p.len() - at
         )));
     }
-    Ok((round, entries))
+    Ok(round)
 }
 
 #[cfg(test)]
@@ -895,6 +994,71 @@ mod tests {
                 prop_assert_eq!(b.data(e), &data[..]);
             }
             prop_assert_eq!(&out[2..], &records[..]);
+        }
+
+        #[test]
+        fn records_read_from_a_source_match_records_pushed(
+            records in proptest::collection::vec(arb_record(), 0..6),
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u64..64, 0u8..3, any::<u8>()), 1..12),
+                1..4,
+            ),
+            reads in proptest::collection::vec(1usize..3000, 1..40),
+        ) {
+            // The same stream, pushed whole and read from a source whose
+            // reads end anywhere (mid-frame, mid-page, across records).
+            let mut bytes = Vec::new();
+            Record::Header(StreamHeader { page_size: 512, page_count: 64 }).encode(&mut bytes);
+            for (round, pages) in batches.iter().enumerate() {
+                let pages: Vec<(Pfn, Encoding, Vec<u8>)> = pages
+                    .iter()
+                    .map(|&(pfn, k, v)| match k {
+                        0 => (pfn, Encoding::Zero, vec![]),
+                        1 => (pfn, Encoding::Raw, vec![v; 512]),
+                        _ => (pfn, Encoding::Delta, vec![0, 1, v]),
+                    })
+                    .collect();
+                bytes.extend(batch(u32::try_from(round).unwrap_or(0), &pages, 512));
+                if let Some(r) = records.get(round) {
+                    r.encode(&mut bytes);
+                }
+            }
+            let expected = decode_all(&bytes).unwrap();
+            struct Chunked<'a> { bytes: &'a [u8], reads: Vec<usize>, at: usize }
+            impl std::io::Read for Chunked<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                    let step = self.reads[self.at % self.reads.len()];
+                    self.at += 1;
+                    let n = step.min(buf.len()).min(self.bytes.len());
+                    buf[..n].copy_from_slice(&self.bytes[..n]);
+                    self.bytes = &self.bytes[n..];
+                    Ok(n)
+                }
+            }
+            let mut source = Chunked { bytes: &bytes, reads, at: 0 };
+            let mut d = RecordDecoder::new();
+            let mut out = Vec::new();
+            loop {
+                while let Some(r) = d.next_record().unwrap() {
+                    out.push(r);
+                }
+                if d.read_from(&mut source).unwrap() == 0 {
+                    break;
+                }
+            }
+            prop_assert_eq!(d.pending(), 0);
+            prop_assert_eq!(out, expected);
+        }
+
+        #[test]
+        fn garbage_read_from_a_source_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..5000),
+        ) {
+            let mut source = &bytes[..];
+            let mut d = RecordDecoder::new();
+            while d.read_from(&mut source).unwrap() > 0 {
+                while let Ok(Some(_)) = d.next_record() {}
+            }
         }
 
         #[test]

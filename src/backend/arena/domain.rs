@@ -260,6 +260,26 @@ impl Domain for ArenaDomain {
         })
     }
 
+    fn write_page_list(&mut self, pfns: &[Pfn], pages: &[&[u8]]) -> Result<(), BackendError> {
+        let size = self.page_size;
+        if pages.len() != pfns.len() || pages.iter().any(|p| p.len() != size) {
+            return Err(BackendError::BufferSize {
+                expected: pfns.len() * size,
+                got: pages.iter().map(|p| p.len()).sum(),
+            });
+        }
+        self.check_batch(pfns, pfns.len() * size)?;
+        let pid = self.pid;
+        // At most MAX_IOV pages per call, so the local side fits too.
+        for (pfns, pages) in pfns.chunks(sys::MAX_IOV).zip(pages.chunks(sys::MAX_IOV)) {
+            self.for_each_span_batch(pfns, |spans, range| {
+                let pages = &pages[range.start / size..range.end / size];
+                sys::process_vm_write_gather(pid, pages, spans)
+            })?;
+        }
+        Ok(())
+    }
+
     fn enable_dirty_log(&mut self) -> Result<(), BackendError> {
         Ok(self.tracker.arm()?)
     }

@@ -396,6 +396,50 @@ pub fn process_vm_write(pid: libc::pid_t, data: &[u8], remote: &[RemoteSpan]) ->
     usize::try_from(n).map_err(|_| io::Error::other("negative byte count"))
 }
 
+/// `process_vm_writev(pid, pages, remote)`: copy the local `pages`, in
+/// order, into the remote spans (the totals should be equal), without first
+/// gathering them into one buffer. At most [`MAX_IOV`] of each. Returns the
+/// bytes copied.
+pub fn process_vm_write_gather(
+    pid: libc::pid_t,
+    pages: &[&[u8]],
+    remote: &[RemoteSpan],
+) -> io::Result<usize> {
+    if pages.len() > MAX_IOV || remote.len() > MAX_IOV {
+        return Err(io::Error::other("more than IOV_MAX pieces in one write"));
+    }
+    let local: Vec<libc::iovec> = pages
+        .iter()
+        .map(|page| libc::iovec {
+            iov_base: page.as_ptr().cast_mut().cast(),
+            iov_len: page.len(),
+        })
+        .collect();
+    let remote = remote_iovecs(remote)?;
+    let (Ok(local_count), Ok(remote_count)) = (
+        libc::c_ulong::try_from(local.len()),
+        libc::c_ulong::try_from(remote.len()),
+    ) else {
+        return Err(io::Error::other("too many pieces"));
+    };
+    // SAFETY: each local iovec describes one of the borrowed `pages`, which
+    // the kernel only reads (the `*mut` is the iovec type's, not a write)
+    // and which outlive the call; the remote iovecs are checked by the
+    // kernel in the other process.
+    let n = unsafe {
+        libc::process_vm_writev(
+            pid,
+            local.as_ptr(),
+            local_count,
+            remote.as_ptr(),
+            remote_count,
+            0,
+        )
+    };
+    let n = check(n as libc::c_long)?;
+    usize::try_from(n).map_err(|_| io::Error::other("negative byte count"))
+}
+
 /// `mmap` of `len` bytes of private anonymous memory, readable and
 /// writable, not reserved against overcommit (a 64 GiB arena costs only
 /// what the guest touches).
