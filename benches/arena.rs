@@ -9,7 +9,18 @@
 //!
 //! Sections, each printed as a table and written to the JSON file:
 //! - `limits`: single-core page copy (memcpy, and `process_vm_readv` as the
-//!   arena reads pages) and loopback TCP throughput, measured in this run;
+//!   arena reads pages), loopback TCP throughput (two threads, a bare
+//!   socket), and the *bare move*: the data-path run's guest moved into a
+//!   fresh incoming guest process (created as the receiver creates one,
+//!   faulting its memory in on a background thread) with the data path's
+//!   system calls and no protocol at all (`process_vm_readv` → TCP →
+//!   `process_vm_writev`, in the engine's batches), all measured in this
+//!   run. The bare move is what moving guest memory costs by itself on
+//!   this machine: beyond TCP's two copies, the copy out of the source, the
+//!   copy into the destination, and the faulting in and zeroing of each
+//!   fresh destination page. Beside TCP and the bare move, the CPU seconds
+//!   per GiB each of their threads (and the destination guest process)
+//!   took: on 2 cores, what they add up to bounds the rate;
 //! - `tracking`: write-fault cost paid by the guest, `PAGEMAP_SCAN` cost
 //!   for clean, fully dirty and randomly dirty memory, and the tracking
 //!   state kept per guest page;
@@ -24,7 +35,11 @@
 //!   the receiver (`ReceiveService`) on another thread and the guests in
 //!   their own processes; plus a data-path run (an idle guest full of
 //!   non-zero pages, stop-and-copy) compared with the TCP limit;
-//! - `targets`: the targets, met or not, from these runs.
+//! - `targets`: the targets, met or not, from these runs; beside
+//!   the data-path target, the bare move as a fraction of TCP and the data
+//!   path as a fraction of the bare move (JSON `data_path_vs_limits`): how
+//!   much of the gap to TCP is the memory move itself and how much is
+//!   perfplus.
 //!
 //! `qemu-default` gives up after 30 s here (its management layer's patience;
 //! a real run would wait 30 minutes). Numbers are this run's; compare
@@ -48,8 +63,9 @@ use std::time::{Duration, Instant};
 use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, enter_netns, send_guest, ArenaDomain, Arrival, Fate, GuestCommand, GuestProcess,
-    LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService, SendConfig,
+    check_support, enter_netns, send_guest, thread_cpu_time, ArenaDomain, Arrival, Fate,
+    GuestCommand, GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService,
+    SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
 use perfplus::migration::engine::{Progress, ProgressFlow};
@@ -122,23 +138,66 @@ fn read_pages_bytes_per_s(domain: &mut ArenaDomain) -> f64 {
     (pages as usize * PAGE) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A two-sided transfer measured in this run: its rate, and the CPU time
+/// each part took per GiB moved (where the cores went: on 2 cores, a
+/// transfer that needs 2 CPU seconds per GiB cannot pass 1 GiB/s).
+/// Network softirq work counts for the thread it ran on top of (on
+/// loopback, mostly the sender); work left to `ksoftirqd` is not counted.
+struct Measured {
+    bytes_per_s: f64,
+    cpu_s_per_gib: Vec<(&'static str, f64)>,
+}
+
+impl Measured {
+    fn new(bytes: u64, elapsed_s: f64, cpu_s: &[(&'static str, f64)]) -> Self {
+        let gib = bytes as f64 / f64::from(1 << 30);
+        Self {
+            bytes_per_s: bytes as f64 / elapsed_s,
+            cpu_s_per_gib: cpu_s.iter().map(|&(part, s)| (part, s / gib)).collect(),
+        }
+    }
+
+    fn total_cpu_s_per_gib(&self) -> f64 {
+        self.cpu_s_per_gib.iter().map(|(_, s)| s).sum()
+    }
+
+    fn cpu_json(&self) -> Value {
+        self.cpu_s_per_gib
+            .iter()
+            .map(|&(part, s)| (part.to_owned(), json!(s)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    fn cpu_detail(&self) -> String {
+        let parts: Vec<String> = self
+            .cpu_s_per_gib
+            .iter()
+            .map(|(part, s)| format!("{part} {s:.2}"))
+            .collect();
+        parts.join(", ")
+    }
+}
+
 /// One loopback TCP stream, 128 KiB writes, for `duration`.
-fn tcp_bytes_per_s(duration: Duration) -> f64 {
+fn tcp_bytes_per_s(duration: Duration) -> Measured {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let receiver = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
+        let cpu = thread_cpu_time();
         let mut buf = vec![0_u8; 256 * 1024];
         let mut total = 0_u64;
         loop {
             match s.read(&mut buf) {
-                Ok(0) | Err(_) => return total,
+                Ok(0) | Err(_) => return (total, (thread_cpu_time() - cpu).as_secs_f64()),
                 Ok(n) => total += n as u64,
             }
         }
     });
     let mut s = TcpStream::connect(addr).unwrap();
     let chunk = vec![0x33_u8; 128 * 1024];
+    let cpu = thread_cpu_time();
     let start = Instant::now();
     let mut sent = 0_u64;
     while start.elapsed() < duration {
@@ -146,10 +205,36 @@ fn tcp_bytes_per_s(duration: Duration) -> f64 {
         sent += chunk.len() as u64;
     }
     drop(s);
-    let received = receiver.join().unwrap();
+    let sender_cpu_s = (thread_cpu_time() - cpu).as_secs_f64();
+    let (received, receiver_cpu_s) = receiver.join().unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(received, sent);
-    sent as f64 / elapsed
+    Measured::new(
+        sent,
+        elapsed,
+        &[("sender", sender_cpu_s), ("receiver", receiver_cpu_s)],
+    )
+}
+
+/// CPU time process `pid` has used (all its threads), from `/proc`.
+fn process_cpu_s(pid: libc::pid_t) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    // Fields after the command's closing parenthesis start at field 3
+    // (state); utime and stime are fields 14 and 15, in clock ticks.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |field: usize| fields.get(field - 3).and_then(|f| f.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(14), ticks(15)) else {
+        return Err(format!("unexpected /proc/{pid}/stat: {stat:?}"));
+    };
+    // SAFETY: sysconf only reads a configuration value.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if per_s <= 0 {
+        return Err("sysconf(_SC_CLK_TCK) failed".into());
+    }
+    Ok((user + system) as f64 / per_s as f64)
 }
 
 /// Tracking costs on a local arena of `pages` pages.
@@ -273,6 +358,8 @@ struct Link {
     receiver: ReceiveHandle,
     arrivals: mpsc::Receiver<Arrival>,
     source_command: GuestCommand,
+    /// What the receiver runs for an incoming guest (`ReceiveConfig::guest_command`).
+    incoming_command: GuestCommand,
 }
 
 fn guest_program() -> &'static str {
@@ -294,11 +381,12 @@ fn in_ns<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn loopback_link() -> Link {
+    let incoming_command = GuestCommand::new(guest_program(), &[]);
     let service = ReceiveService::bind(
         "127.0.0.1:0".parse().unwrap(),
         ReceiveConfig {
             io_timeout: Duration::from_secs(60),
-            ..ReceiveConfig::new(GuestCommand::new(guest_program(), &[]))
+            ..ReceiveConfig::new(incoming_command.clone())
         },
     )
     .unwrap();
@@ -310,6 +398,7 @@ fn loopback_link() -> Link {
         receiver,
         arrivals,
         source_command: GuestCommand::new(guest_program(), &[]),
+        incoming_command,
     }
 }
 
@@ -336,13 +425,11 @@ fn netns_link() -> Result<Link, String> {
             })
             .map_err(std::io::Error::other)
     });
+    let incoming_command = GuestCommand::new("ip", &["netns", "exec", &hosts.b, guest_program()]);
     let config = ReceiveConfig {
         io_timeout: Duration::from_secs(60),
         take_over: Some(take_over),
-        ..ReceiveConfig::new(GuestCommand::new(
-            "ip",
-            &["netns", "exec", &hosts.b, guest_program()],
-        ))
+        ..ReceiveConfig::new(incoming_command.clone())
     };
     let addr: SocketAddr = format!("{}:7100", ppmig_netns::B_MIG).parse().unwrap();
     let (receiver, arrivals) = in_ns(Some(&hosts.b), || {
@@ -357,6 +444,7 @@ fn netns_link() -> Result<Link, String> {
         receiver,
         arrivals,
         source_command,
+        incoming_command,
     })
 }
 
@@ -433,6 +521,203 @@ impl Case {
     }
 }
 
+/// The data-path run's case: an idle guest full of non-zero pages, moved
+/// stop-and-copy (nothing but pages to move, as fast as they go).
+fn data_path_case(verbose: bool) -> Case {
+    Case {
+        workload: WorkloadKind::Idle,
+        rate_per_s: None,
+        policy: "stop-and-copy",
+        throttle: false,
+        fill_pct: 100,
+        verbose,
+    }
+}
+
+/// Start `case`'s source guest process on `link` (its service, if any, on
+/// `port`); returns once it runs.
+fn start_source(link: &Link, case: &Case, pages: u64, port: u16) -> (GuestProcess, GuestSpec) {
+    link.reset_service();
+    let mut spec = GuestSpec::new(case.workload, pages);
+    spec.fill_pct = case.fill_pct;
+    if let Some(rate) = case.rate_per_s {
+        spec.rate_per_s = rate;
+    }
+    if case.workload == WorkloadKind::Kv {
+        spec.listen = Some(link.service_addr(port));
+    }
+    let guest = GuestProcess::spawn(&link.source_command, &spec).unwrap();
+    (guest, spec)
+}
+
+/// The bare move: the data path's system calls with no protocol at all,
+/// the same-run limit of what moving guest memory can reach here.
+///
+/// The source is the data-path run's guest, started the same way
+/// ([`start_source`] with [`data_path_case`]) and paused as stop-and-copy
+/// pauses it; the destination is an incoming guest process created as
+/// `ReceiveService` creates one (`GuestProcess::spawn_incoming`, whose
+/// guest program faults its fresh arena in on a background thread, then
+/// `ArenaDomain::process`). A sender thread reads batches of the engine's
+/// size (`read_pages`: `process_vm_readv`) and writes the bare bytes to a
+/// loopback TCP connection with perfplus's socket settings; a receiver
+/// thread reads each batch (`read_exact`) and writes it into the
+/// destination (`write_pages`: `process_vm_writev` into memory the kernel
+/// faults in and zeroes). Timed from the first read to the last write;
+/// then every 997th page (and the last) must be equal at both ends. Both
+/// guest processes are ended, also on failure.
+fn bare_move_bytes_per_s(link: &Link, pages: u64, warmup: Duration) -> Result<Measured, String> {
+    let (guest, _spec) = start_source(link, &data_path_case(false), pages, 0);
+    std::thread::sleep(warmup);
+    // On failure `process` drops the guest, which kills it.
+    let mut source = ArenaDomain::process(guest).map_err(|e| format!("source: {e}"))?;
+    let incoming = GuestProcess::spawn_incoming(&link.incoming_command, pages)
+        .map_err(|e| format!("incoming guest: {e}"));
+    let mut destination =
+        incoming.and_then(|g| ArenaDomain::process(g).map_err(|e| format!("incoming guest: {e}")));
+    let moved = match &mut destination {
+        Ok(destination) => move_bare(&mut source, destination),
+        Err(e) => Err(e.clone()),
+    };
+    let end = |domain: ArenaDomain| {
+        if let Some(mut g) = domain.into_process() {
+            let pid = g.pid();
+            g.kill()
+                .map_err(|e| format!("cannot end guest process {pid}: {e}"))
+        } else {
+            Ok(())
+        }
+    };
+    let ended = [Some(source), destination.ok()]
+        .into_iter()
+        .flatten()
+        .map(end)
+        .collect::<Result<Vec<()>, String>>();
+    let measured = moved?;
+    ended?;
+    Ok(measured)
+}
+
+/// A scoped thread's result, or why it has none.
+fn joined<T>(
+    handle: std::io::Result<std::thread::ScopedJoinHandle<'_, Result<T, String>>>,
+) -> Result<T, String> {
+    handle
+        .map_err(|e| format!("cannot start a thread: {e}"))
+        .and_then(|h| h.join().unwrap_or_else(|_| Err("panicked".to_owned())))
+}
+
+/// Move every page of `source` into `destination` over loopback TCP, bare;
+/// check a sample. The destination guest's CPU time (faulting its memory
+/// in) counts from the first read to the last write.
+fn move_bare(source: &mut ArenaDomain, destination: &mut ArenaDomain) -> Result<Measured, String> {
+    let pages = source.page_count();
+    let size = source.page_size();
+    if destination.page_count() != pages || destination.page_size() != size {
+        return Err("source and destination differ in geometry".into());
+    }
+    // The engine's batch (the sink puts one read batch in one record, and
+    // the receiver writes one record per `write_pages`).
+    let batch = SendConfig::new(SendConfig::unique_id("bare"))
+        .engine
+        .batch_pages;
+    let timeout = Some(Duration::from_secs(60));
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut tx = TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let (mut rx, _) = listener.accept().map_err(|e| e.to_string())?;
+    // As perfplus's sender and receiver set their sockets.
+    let _ = socket2::SockRef::from(&tx).set_send_buffer_size(4 << 20);
+    let _ = socket2::SockRef::from(&rx).set_recv_buffer_size(4 << 20);
+    tx.set_nodelay(true).map_err(|e| e.to_string())?;
+    tx.set_write_timeout(timeout).map_err(|e| e.to_string())?;
+    rx.set_read_timeout(timeout).map_err(|e| e.to_string())?;
+    source
+        .pause()
+        .map_err(|e| format!("pausing the source: {e}"))?;
+
+    let destination_pid = destination
+        .guest_process()
+        .map(|g| g.pid())
+        .ok_or("the destination is not a guest process")?;
+
+    let all: Vec<Pfn> = (0..pages).collect();
+    let all = &all[..];
+    let (src, dst) = (&mut *source, &mut *destination);
+    let destination_cpu = process_cpu_s(destination_pid)?;
+    let start = Instant::now();
+    let (sent, written) = std::thread::scope(|s| {
+        // Each thread owns its end of the connection: if one fails (or
+        // cannot start), its end closes and the other fails too.
+        let named = |name: &str| std::thread::Builder::new().name(name.to_owned());
+        let sender = named("bare-send").spawn_scoped(s, move || -> Result<f64, String> {
+            let cpu = thread_cpu_time();
+            let mut buf = vec![0_u8; batch * size];
+            for chunk in all.chunks(batch) {
+                let buf = &mut buf[..chunk.len() * size];
+                src.read_pages(chunk, buf)
+                    .map_err(|e| format!("read_pages: {e}"))?;
+                tx.write_all(buf).map_err(|e| format!("send: {e}"))?;
+            }
+            Ok((thread_cpu_time() - cpu).as_secs_f64())
+        });
+        let receiver = named("bare-receive").spawn_scoped(s, move || {
+            let cpu = thread_cpu_time();
+            let mut buf = vec![0_u8; batch * size];
+            for chunk in all.chunks(batch) {
+                let buf = &mut buf[..chunk.len() * size];
+                rx.read_exact(buf).map_err(|e| format!("receive: {e}"))?;
+                dst.write_pages(chunk, buf)
+                    .map_err(|e| format!("write_pages: {e}"))?;
+            }
+            Ok::<_, String>((Instant::now(), (thread_cpu_time() - cpu).as_secs_f64()))
+        });
+        (joined(sender), joined(receiver))
+    });
+    let sender_cpu_s = sent.map_err(|e| format!("bare move sender: {e}"))?;
+    let (done, receiver_cpu_s) = written.map_err(|e| format!("bare move receiver: {e}"))?;
+    let destination_cpu_s = process_cpu_s(destination_pid)? - destination_cpu;
+    let measured = Measured::new(
+        pages * size as u64,
+        (done - start).as_secs_f64(),
+        &[
+            ("sender", sender_cpu_s),
+            ("receiver", receiver_cpu_s),
+            ("destination_guest", destination_cpu_s),
+        ],
+    );
+
+    let mut sample: Vec<Pfn> = (0..pages).step_by(997).collect();
+    if sample.last() != Some(&(pages - 1)) {
+        sample.push(pages - 1);
+    }
+    let mut here = vec![0_u8; batch * size];
+    let mut there = vec![0_u8; batch * size];
+    for chunk in sample.chunks(batch) {
+        let (here, there) = (
+            &mut here[..chunk.len() * size],
+            &mut there[..chunk.len() * size],
+        );
+        source
+            .read_pages(chunk, here)
+            .map_err(|e| format!("reading the source back: {e}"))?;
+        destination
+            .read_pages(chunk, there)
+            .map_err(|e| format!("reading the destination back: {e}"))?;
+        for ((pfn, a), b) in chunk.iter().zip(here.chunks(size)).zip(there.chunks(size)) {
+            if a != b {
+                return Err(format!("page {pfn} differs after the bare move"));
+            }
+            if a.iter().all(|&x| x == 0) {
+                return Err(format!(
+                    "source page {pfn} is zero: not the 100 % filled guest"
+                ));
+            }
+        }
+    }
+    Ok(measured)
+}
+
 struct Limits {
     copy: f64,
     tcp: f64,
@@ -447,17 +732,8 @@ fn run_case(
     warmup: Duration,
     limits: &Limits,
 ) -> Value {
-    link.reset_service();
-    let mut spec = GuestSpec::new(case.workload, pages);
-    spec.fill_pct = case.fill_pct;
-    if let Some(rate) = case.rate_per_s {
-        spec.rate_per_s = rate;
-    }
     let port = 7200 + index;
-    if case.workload == WorkloadKind::Kv {
-        spec.listen = Some(link.service_addr(port));
-    }
-    let guest = GuestProcess::spawn(&link.source_command, &spec).unwrap();
+    let (guest, spec) = start_source(link, case, pages, port);
     let load = guest.listen().map(|addr| {
         let mut config = LoadConfig::new(addr, spec.keys);
         config.connections = 3;
@@ -727,24 +1003,42 @@ fn main() {
     let read_pages = read_pages_bytes_per_s(&mut domain);
     drop(domain);
     drop(guest);
-    let tcp = tcp_bytes_per_s(tcp_for);
+    let tcp_measured = tcp_bytes_per_s(tcp_for);
+    // The loopback receiver is needed from here on: the bare move creates
+    // its incoming guest with the receiver's command.
+    let mut links = vec![loopback_link()];
+    let bare = bare_move_bytes_per_s(&links[0], pages, warmup)
+        .unwrap_or_else(|e| panic!("the bare move failed: {e}"));
+    let (tcp, bare_move) = (tcp_measured.bytes_per_s, bare.bytes_per_s);
     let limits = json!({
         "copy_limit_bytes_per_s": memcpy,
         "read_pages_bytes_per_s": read_pages,
         "tcp_limit_bytes_per_s": tcp,
+        "bare_move_bytes_per_s": bare_move,
+        "tcp_cpu_s_per_gib": tcp_measured.cpu_json(),
+        "bare_move_cpu_s_per_gib": bare.cpu_json(),
     });
-    println!("\nlimits (one core, {} MiB)", (pages * PAGE as u64) >> 20);
-    println!("  {:<34} {:>10.2} GB/s", "page copy (memcpy)", memcpy / 1e9);
     println!(
-        "  {:<34} {:>10.2} GB/s",
-        "read_pages (process_vm_readv)",
-        read_pages / 1e9
+        "\nlimits (one core, {} MiB; TCP and the bare move: two threads)",
+        (pages * PAGE as u64) >> 20
     );
-    println!(
-        "  {:<34} {:>10.2} GB/s",
-        "loopback TCP, 1 stream, 128 KiB",
-        tcp / 1e9
-    );
+    for (label, bytes_per_s) in [
+        ("page copy (memcpy)", memcpy),
+        ("read_pages (process_vm_readv)", read_pages),
+    ] {
+        println!("  {label:<48} {:>10.2} GB/s", bytes_per_s / 1e9);
+    }
+    for (label, m) in [
+        ("loopback TCP, 1 stream, 128 KiB", &tcp_measured),
+        ("bare move (readv -> TCP -> writev, fresh memory)", &bare),
+    ] {
+        println!(
+            "  {label:<48} {:>10.2} GB/s  {:.2} CPU s per GiB ({})",
+            m.bytes_per_s / 1e9,
+            m.total_cpu_s_per_gib(),
+            m.cpu_detail()
+        );
+    }
 
     let t = tracking(pages);
     println!("\ntracking ({} MiB arena)", (pages * PAGE as u64) >> 20);
@@ -819,7 +1113,6 @@ fn main() {
         }
         cases
     };
-    let mut links = vec![loopback_link()];
     if o.netns {
         match netns_link() {
             Ok(l) => links.push(l),
@@ -834,14 +1127,7 @@ fn main() {
     );
     run_header();
     // The data path: nothing but pages to move, as fast as they go.
-    let data_path = Case {
-        workload: WorkloadKind::Idle,
-        rate_per_s: None,
-        policy: "stop-and-copy",
-        throttle: false,
-        fill_pct: 100,
-        verbose: o.verbose,
-    };
+    let data_path = data_path_case(o.verbose);
     let mut dp = run_case(&links[0], &data_path, pages, index, warmup, &lim);
     index += 1;
     dp["policy"] = json!("data-path (idle, 100 % filled, stop-and-copy)");
@@ -874,6 +1160,25 @@ fn main() {
         "met": dp_ratio >= 0.7,
         "detail": format!("{:.0} %", dp_ratio * 100.0),
     })];
+    // Where the gap to TCP is: what moving guest memory costs by itself
+    // (bare move vs TCP), and what perfplus adds on top of it.
+    let dp_bytes_per_s = f(&dp, "throughput_bytes_per_s");
+    let bare_over_tcp = bare_move / tcp;
+    let dp_over_bare = dp_bytes_per_s.map(|d| d / bare_move);
+    println!(
+        "        bare move: {:.0} MB/s, {:.0} % of TCP; the data path is {} of the bare move",
+        bare_move / 1e6,
+        bare_over_tcp * 100.0,
+        dp_over_bare.map_or_else(|| "-".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+    );
+    let data_path_vs_limits = json!({
+        "tcp_limit_bytes_per_s": tcp,
+        "bare_move_bytes_per_s": bare_move,
+        "data_path_bytes_per_s": dp_bytes_per_s,
+        "data_path_over_tcp": dp_ratio,
+        "bare_move_over_tcp": bare_over_tcp,
+        "data_path_over_bare_move": dp_over_bare,
+    });
     for link in &links {
         all_targets.extend(targets(
             &runs,
@@ -889,6 +1194,7 @@ fn main() {
         "tracking": t,
         "guest_slowdown": slow,
         "data_path": dp,
+        "data_path_vs_limits": data_path_vs_limits,
         "runs": runs,
         "targets": all_targets,
     });
