@@ -10,7 +10,7 @@
 //! Sections, each printed as a table and written to the JSON file:
 //! - `limits`: single-core page copy (memcpy, and `process_vm_readv` as the
 //!   arena reads pages), loopback TCP throughput (two threads, a bare
-//!   socket), and the *bare move*: the data-path run's guest moved into a
+//!   socket), and (measured beside the data-path runs) the *bare move*: the data-path run's guest moved into a
 //!   fresh incoming guest process (created as the receiver creates one,
 //!   faulting its memory in on a background thread) with the data path's
 //!   system calls and no protocol at all (`process_vm_readv` → TCP →
@@ -33,8 +33,12 @@
 //!   (root only; see `tests/support/ppmig_netns.rs`; no added delay: this
 //!   kernel has no `sch_netem`), each with the guest sender in this process,
 //!   the receiver (`ReceiveService`) on another thread and the guests in
-//!   their own processes; plus a data-path run (an idle guest full of
-//!   non-zero pages, stop-and-copy) compared with the TCP limit;
+//!   their own processes; plus the data path (an idle guest full of
+//!   non-zero pages, stop-and-copy) compared with the TCP limit: three
+//!   runs (one with `--quick`), each right after a bare move, medians
+//!   reported (fresh memory costs this VM's kernel several times more in
+//!   some runs than in others, as its balloon hands freed memory back to
+//!   the host; alternating exposes both to the same swings);
 //! - `targets`: the issue's targets, met or not, from these runs; beside
 //!   the data-path target, the bare move as a fraction of TCP and the data
 //!   path as a fraction of the bare move (JSON `data_path_vs_limits`): how
@@ -143,6 +147,18 @@ fn read_pages_bytes_per_s(domain: &mut ArenaDomain) -> f64 {
 /// transfer that needs 2 CPU seconds per GiB cannot pass 1 GiB/s).
 /// Network softirq work counts for the thread it ran on top of (on
 /// loopback, mostly the sender); work left to `ksoftirqd` is not counted.
+/// Alternating (bare move, data path) pairs in a full run.
+const DATA_PATH_PAIRS: usize = 3;
+
+fn print_measured(label: &str, m: &Measured) {
+    println!(
+        "  {label:<48} {:>10.2} GB/s  {:.2} CPU s per GiB ({})",
+        m.bytes_per_s / 1e9,
+        m.total_cpu_s_per_gib(),
+        m.cpu_detail()
+    );
+}
+
 struct Measured {
     bytes_per_s: f64,
     cpu_s_per_gib: Vec<(&'static str, f64)>,
@@ -1007,16 +1023,12 @@ fn main() {
     // The loopback receiver is needed from here on: the bare move creates
     // its incoming guest with the receiver's command.
     let mut links = vec![loopback_link()];
-    let bare = bare_move_bytes_per_s(&links[0], pages, warmup)
-        .unwrap_or_else(|e| panic!("the bare move failed: {e}"));
-    let (tcp, bare_move) = (tcp_measured.bytes_per_s, bare.bytes_per_s);
-    let limits = json!({
+    let tcp = tcp_measured.bytes_per_s;
+    let mut limits = json!({
         "copy_limit_bytes_per_s": memcpy,
         "read_pages_bytes_per_s": read_pages,
         "tcp_limit_bytes_per_s": tcp,
-        "bare_move_bytes_per_s": bare_move,
         "tcp_cpu_s_per_gib": tcp_measured.cpu_json(),
-        "bare_move_cpu_s_per_gib": bare.cpu_json(),
     });
     println!(
         "\nlimits (one core, {} MiB; TCP and the bare move: two threads)",
@@ -1028,17 +1040,7 @@ fn main() {
     ] {
         println!("  {label:<48} {:>10.2} GB/s", bytes_per_s / 1e9);
     }
-    for (label, m) in [
-        ("loopback TCP, 1 stream, 128 KiB", &tcp_measured),
-        ("bare move (readv -> TCP -> writev, fresh memory)", &bare),
-    ] {
-        println!(
-            "  {label:<48} {:>10.2} GB/s  {:.2} CPU s per GiB ({})",
-            m.bytes_per_s / 1e9,
-            m.total_cpu_s_per_gib(),
-            m.cpu_detail()
-        );
-    }
+    print_measured("loopback TCP, 1 stream, 128 KiB", &tcp_measured);
 
     let t = tracking(pages);
     println!("\ntracking ({} MiB arena)", (pages * PAGE as u64) >> 20);
@@ -1126,12 +1128,40 @@ fn main() {
         (pages * PAGE as u64) >> 20
     );
     run_header();
-    // The data path: nothing but pages to move, as fast as they go.
+    // The data path (nothing but pages to move, as fast as they go) and
+    // the bare move, in alternating pairs: what fresh memory costs this
+    // VM's kernel swings several-fold from one run to the next (its balloon
+    // hands freed memory back to the host), and it hits both alike.
     let data_path = data_path_case(o.verbose);
-    let mut dp = run_case(&links[0], &data_path, pages, index, warmup, &lim);
-    index += 1;
-    dp["policy"] = json!("data-path (idle, 100 % filled, stop-and-copy)");
-    print_run(&dp);
+    let (mut dps, mut bares) = (Vec::new(), Vec::new());
+    for _ in 0..if o.quick { 1 } else { DATA_PATH_PAIRS } {
+        let bare = bare_move_bytes_per_s(&links[0], pages, warmup)
+            .unwrap_or_else(|e| panic!("the bare move failed: {e}"));
+        print_measured("  bare move (readv -> TCP -> writev, fresh memory)", &bare);
+        let mut dp = run_case(&links[0], &data_path, pages, index, warmup, &lim);
+        index += 1;
+        dp["policy"] = json!("data-path (idle, 100 % filled, stop-and-copy)");
+        print_run(&dp);
+        bares.push(bare);
+        dps.push(dp);
+    }
+    // Medians (of an odd count), and the ratio within each pair.
+    let throughput = |r: &Value| f(r, "throughput_bytes_per_s").unwrap_or(0.0);
+    let pair_ratios: Vec<f64> = dps
+        .iter()
+        .zip(&bares)
+        .map(|(d, b)| throughput(d) / b.bytes_per_s)
+        .collect();
+    dps.sort_by(|a, b| throughput(a).total_cmp(&throughput(b)));
+    bares.sort_by(|a, b| a.bytes_per_s.total_cmp(&b.bytes_per_s));
+    let dp_runs: Vec<f64> = dps.iter().map(throughput).collect();
+    let dp = dps.swap_remove(dps.len() / 2);
+    let bare = &bares[bares.len() / 2];
+    let bare_move = bare.bytes_per_s;
+    limits["bare_move_bytes_per_s"] = json!(bare_move);
+    limits["bare_move_cpu_s_per_gib"] = bare.cpu_json();
+    limits["bare_move_runs_bytes_per_s"] =
+        json!(bares.iter().map(|b| b.bytes_per_s).collect::<Vec<_>>());
     let dp_bytes_per_s = f(&dp, "throughput_bytes_per_s").unwrap_or(tcp / 4.0);
     if o.data_path_only {
         links.truncate(0);
@@ -1162,22 +1192,32 @@ fn main() {
     })];
     // Where the gap to TCP is: what moving guest memory costs by itself
     // (bare move vs TCP), and what perfplus adds on top of it.
-    let dp_bytes_per_s = f(&dp, "throughput_bytes_per_s");
     let bare_over_tcp = bare_move / tcp;
-    let dp_over_bare = dp_bytes_per_s.map(|d| d / bare_move);
+    let mut sorted_ratios = pair_ratios.clone();
+    sorted_ratios.sort_by(f64::total_cmp);
+    let dp_over_bare = sorted_ratios[sorted_ratios.len() / 2];
     println!(
-        "        bare move: {:.0} MB/s, {:.0} % of TCP; the data path is {} of the bare move",
+        "        medians of {} alternating runs: bare move {:.0} MB/s, {:.0} % of TCP; \
+         the data path is {:.0} % of the bare move (within each pair: {})",
+        pair_ratios.len(),
         bare_move / 1e6,
         bare_over_tcp * 100.0,
-        dp_over_bare.map_or_else(|| "-".to_owned(), |r| format!("{:.0} %", r * 100.0)),
+        dp_over_bare * 100.0,
+        pair_ratios
+            .iter()
+            .map(|r| format!("{:.0} %", r * 100.0))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let data_path_vs_limits = json!({
         "tcp_limit_bytes_per_s": tcp,
         "bare_move_bytes_per_s": bare_move,
         "data_path_bytes_per_s": dp_bytes_per_s,
+        "data_path_runs_bytes_per_s": dp_runs,
         "data_path_over_tcp": dp_ratio,
         "bare_move_over_tcp": bare_over_tcp,
         "data_path_over_bare_move": dp_over_bare,
+        "data_path_over_bare_move_per_pair": pair_ratios,
     });
     for link in &links {
         all_targets.extend(targets(
