@@ -31,7 +31,10 @@ use libxenctrl_sys as sys;
 use super::channel::{pipe_queued_bytes, pipe_reader_gone};
 use super::domain::{backend_error, page_types};
 use super::records::{self, pfinfo_has_data, REC_TYPE_END, REC_TYPE_STATIC_DATA_END};
-use super::session::{await_ready, hand_over, HandoverError, Mark, Session, Timeline, XlLink};
+use super::session::{
+    await_ready, hand_over, wait_drained, HandoverError, Mark, Session, Timeline, XlLink,
+    DRAIN_BEFORE_STOP,
+};
 use super::xl::{libxl_empty_record, LIBXL_REC_END};
 use super::{XenDomain, XenError, XenHost};
 use crate::backend::{BackendError, CpuShare, DirtyBitmap, Domain, Pfn};
@@ -300,8 +303,9 @@ impl Domain for PvhSource {
     }
 
     fn pause(&mut self) -> Result<(), BackendError> {
-        // The last live round is in the pipe to the transport; let it
-        // reach the receiver while the guest still runs.
+        // The sink's `wait_sent` already let the last live round leave the
+        // pipe to the transport; whatever is still there (a round cut
+        // short) goes before the stop too, while the guest still runs.
         if let Some(fd) = self.wire_fd {
             // A receiver gone reads nothing more: stop looking.
             self.timeline.drain_before_stop(|| {
@@ -364,6 +368,8 @@ pub(crate) struct LibxcSink<'a, 's> {
     words: Vec<u64>,
     data_at: Vec<usize>,
     handover: Option<HandoverFailure>,
+    /// The pipe the stream leaves by, to see when a round's bytes are out.
+    wire_fd: Option<RawFd>,
 }
 
 impl std::fmt::Debug for LibxcSink<'_, '_> {
@@ -378,6 +384,7 @@ impl<'a, 's> LibxcSink<'a, 's> {
         host: XenHost,
         session: &'a Session<'s>,
         map: Arc<GfnMap>,
+        wire_fd: Option<RawFd>,
     ) -> Self {
         Self {
             link,
@@ -389,6 +396,7 @@ impl<'a, 's> LibxcSink<'a, 's> {
             words: Vec::new(),
             data_at: Vec::new(),
             handover: None,
+            wire_fd,
         }
     }
 
@@ -590,6 +598,27 @@ impl StreamSink for LibxcSink<'_, '_> {
     fn bytes_on_wire(&self) -> u64 {
         self.link.bytes_on_wire()
     }
+
+    fn wait_sent(&mut self) -> Result<(), MigrationError> {
+        // A round ends when its pages have left perfplus's pipes toward the
+        // receiver, not when they entered them: the engine's bandwidth
+        // estimate and round timing then see the link, and the next round
+        // (or the stop) does not queue behind this one. A receiver gone
+        // reads nothing more: stop looking (the next write says why).
+        if let Some(fd) = self.wire_fd {
+            wait_drained(
+                || {
+                    if pipe_reader_gone(fd) {
+                        0
+                    } else {
+                        pipe_queued_bytes(fd)
+                    }
+                },
+                DRAIN_BEFORE_STOP,
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Migrate the PVH guest `domain` over `link` (its preamble already
@@ -615,7 +644,7 @@ pub(crate) fn migrate(
     let host = domain.host().clone();
     let wire_fd = link.channel.split().ok().map(|(w, _)| w.raw_fd());
     let mut source = PvhSource::new(domain, map.clone(), link.timeline.clone(), wire_fd);
-    let mut sink = LibxcSink::new(link, host, session, map);
+    let mut sink = LibxcSink::new(link, host, session, map, wire_fd);
     let result = crate::migration::migrate(
         &mut source,
         policy,

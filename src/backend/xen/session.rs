@@ -168,6 +168,25 @@ const DRAIN_SLACK_BYTES: u64 = 16 * 4096;
 /// signals room, not emptiness).
 const DRAIN_POLL: Duration = Duration::from_millis(1);
 
+/// Wait (up to `limit`) until `queued` (stream bytes still in perfplus's
+/// pipes) is down to a few pages. Returns what was queued before and after.
+pub(crate) fn wait_drained(queued: impl Fn() -> u64, limit: Duration) -> (u64, u64) {
+    let started = Instant::now();
+    let before = queued();
+    let mut now = before;
+    // Low twice in a row: one look can fall between a reader taking bytes
+    // out of a pipe and counting them as in hand.
+    let mut low = 0;
+    loop {
+        low = if now <= DRAIN_SLACK_BYTES { low + 1 } else { 0 };
+        if low == 2 || started.elapsed() >= limit {
+            return (before, now);
+        }
+        std::thread::sleep(DRAIN_POLL);
+        now = queued();
+    }
+}
+
 /// The moments of the switch-over, as they happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mark {
@@ -210,19 +229,7 @@ impl Timeline {
     /// and note what was queued at the stop.
     pub(crate) fn drain_before_stop(&self, queued: impl Fn() -> u64) {
         let started = Instant::now();
-        let before = queued();
-        let mut now = before;
-        // Low twice in a row: one look can fall between a reader taking
-        // bytes out of a pipe and counting them as in hand.
-        let mut low = 0;
-        loop {
-            low = if now <= DRAIN_SLACK_BYTES { low + 1 } else { 0 };
-            if low == 2 || started.elapsed() >= DRAIN_BEFORE_STOP {
-                break;
-            }
-            std::thread::sleep(DRAIN_POLL);
-            now = queued();
-        }
+        let (before, now) = wait_drained(queued, DRAIN_BEFORE_STOP);
         if let Ok(mut d) = self.drained.lock() {
             *d = (before, started.elapsed().as_secs_f64() * 1e3);
         }
