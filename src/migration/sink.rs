@@ -206,13 +206,14 @@ impl<T: Transport> PerfplusSink<T> {
         }
     }
 
-    fn flush_batch(&mut self) -> Result<u64, MigrationError> {
+    /// Send the batch; `pages` is the page buffer its raw pages index.
+    fn flush_batch(&mut self, pages: &[u8]) -> Result<u64, MigrationError> {
         if self.batch.is_empty() {
             return Ok(0);
         }
-        let bytes = self.batch.finish();
-        let len = bytes.len() as u64;
-        if let Err(e) = self.transport.send(bytes) {
+        let parts = self.batch.finish(pages);
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if let Err(e) = self.transport.send_parts(&parts) {
             return Err(self.explain(e));
         }
         self.bytes += len;
@@ -243,9 +244,9 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
         let mut sent = BatchSent::default();
         let size = self.page_size;
         self.batch.start(round);
-        for (&pfn, page) in pfns.iter().zip(data.chunks_exact(size)) {
+        for (index, (&pfn, page)) in pfns.iter().zip(data.chunks_exact(size)).enumerate() {
             if !self.batch.has_room() {
-                sent.wire_bytes += self.flush_batch()?;
+                sent.wire_bytes += self.flush_batch(data)?;
                 self.batch.start(round);
             }
             // Pages without a base cannot be deltas: they do not count.
@@ -273,15 +274,15 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
                 Encoding::Raw => sent.raw_pages += 1,
                 Encoding::Delta => sent.delta_pages += 1,
             }
-            let payload = if encoding == Encoding::Raw {
-                page
+            if encoding == Encoding::Raw {
+                // Sent from `data` itself (one gathering write per batch).
+                self.batch.push_raw(pfn, index);
             } else {
-                &self.payload[..]
-            };
-            self.batch.push(pfn, encoding, payload);
+                self.batch.push(pfn, encoding, &self.payload);
+            }
             self.digest.add(pfn, page);
         }
-        sent.wire_bytes += self.flush_batch()?;
+        sent.wire_bytes += self.flush_batch(data)?;
         debug_assert!(sent.wire_bytes >= sent.pages() * PAGE_ENTRY_BYTES as u64);
         Ok(sent)
     }

@@ -53,7 +53,7 @@
 
 #![forbid(unsafe_code)]
 
-use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed, Xxh3};
 
 use super::encode::{DecodeError, Encoding};
 use crate::backend::Pfn;
@@ -435,11 +435,19 @@ fn finish_frame(out: &mut Vec<u8>, start: usize) {
     out.extend_from_slice(&check.to_le_bytes());
 }
 
-/// Builds one `PAGES` record in place, page by page, without copying pages
-/// twice. Used by the sender.
+/// Builds one `PAGES` record page by page. Raw pages may stay where they
+/// are ([`push_raw`](Self::push_raw): the page's index in the caller's page
+/// buffer): [`finish`](Self::finish) returns the record as pieces, the
+/// framing and encoded pages from the writer's buffer and the raw pages
+/// from the caller's, for one gathering write, so the sender copies no
+/// page into the record (the check is computed over the pieces).
 #[derive(Debug)]
 pub struct BatchWriter {
+    /// The record without its raw pages (and, once finished, its check).
     buf: Vec<u8>,
+    /// Raw pages not in `buf`: (where in `buf` they go, index in the
+    /// caller's pages).
+    raw: Vec<(usize, usize)>,
     count: u32,
     page_size: usize,
 }
@@ -448,7 +456,8 @@ impl BatchWriter {
     /// A writer for pages of `page_size` bytes.
     pub fn new(page_size: usize) -> Self {
         Self {
-            buf: Vec::with_capacity(16 + MAX_BATCH_PAYLOAD.min(256 * (page_size + 10))),
+            buf: Vec::with_capacity(64 * 1024),
+            raw: Vec::with_capacity(MAX_BATCH_PAGES),
             count: 0,
             page_size,
         }
@@ -457,6 +466,7 @@ impl BatchWriter {
     /// Start a batch for `round`.
     pub fn start(&mut self, round: u32) {
         self.buf.clear();
+        self.raw.clear();
         self.count = 0;
         self.buf
             .extend_from_slice(&(RecordType::Pages as u16).to_le_bytes());
@@ -465,10 +475,15 @@ impl BatchWriter {
         self.buf.extend_from_slice(&[0; 4]);
     }
 
+    /// The payload length so far.
+    fn payload_len(&self) -> usize {
+        self.buf.len() - 8 + self.raw.len() * self.page_size
+    }
+
     /// Whether another page of any encoding fits.
     pub fn has_room(&self) -> bool {
         (self.count as usize) < MAX_BATCH_PAGES
-            && self.buf.len() - 8 + PAGE_ENTRY_BYTES + self.page_size <= MAX_BATCH_PAYLOAD
+            && self.payload_len() + PAGE_ENTRY_BYTES + self.page_size <= MAX_BATCH_PAYLOAD
     }
 
     /// Pages in the batch.
@@ -481,21 +496,49 @@ impl BatchWriter {
         self.count == 0
     }
 
-    /// Add a page with its encoded payload.
+    /// Add a page with its encoded payload (copied into the record).
     pub fn push(&mut self, pfn: Pfn, encoding: Encoding, data: &[u8]) {
         put_entry(&mut self.buf, pfn, encoding, data);
         self.count += 1;
     }
 
-    /// Close the record and return its bytes (valid until the next `start`).
-    pub fn finish(&mut self) -> &[u8] {
+    /// Add raw page number `index` of the page buffer that will be given
+    /// to [`finish`](Self::finish), without copying it.
+    pub fn push_raw(&mut self, pfn: Pfn, index: usize) {
+        put_entry(&mut self.buf, pfn, Encoding::Raw, &[]);
+        self.raw.push((self.buf.len(), index));
+        self.count += 1;
+    }
+
+    /// Close the record and return it as pieces to write in order (valid
+    /// until the next `start`); `pages` holds the pages given to
+    /// [`push_raw`](Self::push_raw) by index. Panics if an index is past
+    /// `pages`.
+    pub fn finish<'a>(&'a mut self, pages: &'a [u8]) -> Vec<&'a [u8]> {
         self.buf[12..16].copy_from_slice(&self.count.to_le_bytes());
-        let len = self.buf.len() - 8;
-        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        let len32 = u32::try_from(self.payload_len()).unwrap_or(u32::MAX);
         self.buf[4..8].copy_from_slice(&len32.to_le_bytes());
-        let check = xxh3_64(&self.buf);
-        self.buf.extend_from_slice(&check.to_le_bytes());
-        &self.buf
+        let body = self.buf.len();
+        let size = self.page_size;
+        let mut check = Xxh3::new();
+        let mut at = 0;
+        for &(cut, index) in &self.raw {
+            check.update(&self.buf[at..cut]);
+            check.update(&pages[index * size..(index + 1) * size]);
+            at = cut;
+        }
+        check.update(&self.buf[at..body]);
+        self.buf.extend_from_slice(&check.digest().to_le_bytes());
+        let buf = &self.buf;
+        let mut parts = Vec::with_capacity(2 * self.raw.len() + 1);
+        let mut at = 0;
+        for &(cut, index) in &self.raw {
+            parts.push(&buf[at..cut]);
+            parts.push(&pages[index * size..(index + 1) * size]);
+            at = cut;
+        }
+        parts.push(&buf[at..]);
+        parts
     }
 }
 
@@ -835,7 +878,7 @@ mod tests {
         for (pfn, e, data) in pages {
             w.push(*pfn, *e, data);
         }
-        w.finish().to_vec()
+        w.finish(&[]).concat()
     }
 
     #[test]
@@ -1059,6 +1102,43 @@ mod tests {
             while d.read_from(&mut source).unwrap() > 0 {
                 while let Ok(Some(_)) = d.next_record() {}
             }
+        }
+
+        #[test]
+        fn a_gathered_batch_is_the_same_record_as_one_built_inline(
+            pages in proptest::collection::vec((0u64..64, 0u8..3, any::<u8>()), 1..40),
+        ) {
+            // Raw pages left in the caller's buffer (by index) and copied in
+            // give the same bytes, check included.
+            let size = 512;
+            let buffer: Vec<u8> = pages
+                .iter()
+                .flat_map(|&(_, _, v)| std::iter::repeat_n(v, size))
+                .collect();
+            let mut inline = BatchWriter::new(size);
+            let mut gathered = BatchWriter::new(size);
+            inline.start(7);
+            gathered.start(7);
+            for (i, &(pfn, k, v)) in pages.iter().enumerate() {
+                let (encoding, data) = match k {
+                    0 => (Encoding::Zero, vec![]),
+                    1 => (Encoding::Raw, vec![v; size]),
+                    _ => (Encoding::Delta, vec![0, 1, v]),
+                };
+                inline.push(pfn, encoding, &data);
+                if encoding == Encoding::Raw {
+                    gathered.push_raw(pfn, i);
+                } else {
+                    gathered.push(pfn, encoding, &data);
+                }
+            }
+            let a = inline.finish(&[]).concat();
+            let b = gathered.finish(&buffer).concat();
+            prop_assert_eq!(&a, &b);
+            let mut bytes = Vec::new();
+            Record::Header(StreamHeader { page_size: size, page_count: 64 }).encode(&mut bytes);
+            bytes.extend(b);
+            prop_assert!(decode_all(&bytes).is_ok());
         }
 
         #[test]
