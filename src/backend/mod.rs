@@ -116,6 +116,22 @@ pub enum BackendError {
     },
 }
 
+/// Checks that `pages` holds one page of `page_size` bytes for each of `pfns`
+/// (for [`Domain::write_page_list`]).
+pub fn check_page_list(
+    page_size: usize,
+    pfns: &[Pfn],
+    pages: &[&[u8]],
+) -> Result<(), BackendError> {
+    if pages.len() != pfns.len() || pages.iter().any(|p| p.len() != page_size) {
+        return Err(BackendError::BufferSize {
+            expected: pfns.len() * page_size,
+            got: pages.iter().map(|p| p.len()).sum(),
+        });
+    }
+    Ok(())
+}
+
 /// A guest whose memory perfplus can move: the hypervisor seam.
 ///
 /// Contract (checked by the conformance suite):
@@ -166,13 +182,7 @@ pub trait Domain {
     /// can gather writes them from there; the default copies them into one
     /// buffer for [`write_pages`](Domain::write_pages).
     fn write_page_list(&mut self, pfns: &[Pfn], pages: &[&[u8]]) -> Result<(), BackendError> {
-        let size = self.page_size();
-        if pages.len() != pfns.len() || pages.iter().any(|p| p.len() != size) {
-            return Err(BackendError::BufferSize {
-                expected: pfns.len() * size,
-                got: pages.iter().map(|p| p.len()).sum(),
-            });
-        }
+        check_page_list(self.page_size(), pfns, pages)?;
         let data = pages.concat();
         self.write_pages(pfns, &data)
     }

@@ -201,17 +201,7 @@ impl<D: Domain, C: Clock, S: StreamSink> Run<'_, D, C, S> {
         self.sink.abort(&cause.to_string());
         let _ = self.source.set_cpu_cap(None);
         let _ = self.source.disable_dirty_log();
-        match self.source.resume() {
-            Ok(()) => MigrationError::Aborted {
-                stage,
-                cause: Box::new(cause),
-            },
-            Err(resume) => MigrationError::ResumeFailed {
-                stage,
-                cause: Box::new(cause),
-                resume,
-            },
-        }
+        MigrationError::after_resume(stage, Box::new(cause), self.source.resume())
     }
 }
 

@@ -175,6 +175,24 @@ pub enum MigrationError {
 }
 
 impl MigrationError {
+    /// The migration failed in `stage` because of `cause`, and the source
+    /// then tried to resume the guest, with result `resumed`: `Aborted` if
+    /// it runs again, `ResumeFailed` if not.
+    pub fn after_resume(
+        stage: Stage,
+        cause: Box<MigrationError>,
+        resumed: Result<(), BackendError>,
+    ) -> Self {
+        match resumed {
+            Ok(()) => Self::Aborted { stage, cause },
+            Err(resume) => Self::ResumeFailed {
+                stage,
+                cause,
+                resume,
+            },
+        }
+    }
+
     /// The innermost cause (through `Aborted`, `ResumeFailed`, `HandoverUnconfirmed`).
     pub fn root(&self) -> &MigrationError {
         match self {

@@ -20,7 +20,6 @@
 //! rule when dropped, and the rule is added with `--queue-bypass`, so
 //! packets flow undelayed rather than being lost if the delayer is gone.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -43,27 +42,11 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// Drop `per_mille`/1000 of the UDP packets sent from namespace `ns`, each
 /// independently (for i.i.d. loss the same as netem's `loss`). 0 removes
 /// the rule.
 pub fn set_loss(ns: &str, per_mille: u32) -> Result<(), String> {
-    let nft = |cmd: &str| run(&["ip", "netns", "exec", ns, "nft", cmd]);
+    let nft = |cmd: &str| super::lab::sh(&["ip", "netns", "exec", ns, "nft", cmd]);
     let _ = nft("delete table inet ppnetem");
     if per_mille == 0 {
         return Ok(());
@@ -155,7 +138,7 @@ impl Delayer {
 
     fn rule(&mut self, action: &str) -> Result<(), String> {
         let queue = self.queue.to_string();
-        run(&[
+        super::lab::sh(&[
             "ip",
             "netns",
             "exec",

@@ -262,12 +262,7 @@ impl Domain for ArenaDomain {
 
     fn write_page_list(&mut self, pfns: &[Pfn], pages: &[&[u8]]) -> Result<(), BackendError> {
         let size = self.page_size;
-        if pages.len() != pfns.len() || pages.iter().any(|p| p.len() != size) {
-            return Err(BackendError::BufferSize {
-                expected: pfns.len() * size,
-                got: pages.iter().map(|p| p.len()).sum(),
-            });
-        }
+        crate::backend::check_page_list(size, pfns, pages)?;
         self.check_batch(pfns, pfns.len() * size)?;
         let pid = self.pid;
         // At most MAX_IOV pages per call, so the local side fits too.

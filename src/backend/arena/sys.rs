@@ -381,19 +381,7 @@ pub fn process_vm_read(
 /// `process_vm_writev(pid, [data], remote)`: copy `data` into the remote
 /// spans, in order. At most [`MAX_IOV`] spans. Returns the bytes copied.
 pub fn process_vm_write(pid: libc::pid_t, data: &[u8], remote: &[RemoteSpan]) -> io::Result<usize> {
-    let local = libc::iovec {
-        iov_base: data.as_ptr().cast_mut().cast(),
-        iov_len: data.len(),
-    };
-    let remote = remote_iovecs(remote)?;
-    let count =
-        libc::c_ulong::try_from(remote.len()).map_err(|_| io::Error::other("too many spans"))?;
-    // SAFETY: the local iovec describes `data`, which the kernel only reads
-    // (the `*mut` is the iovec type's, not a write); the remote iovecs are
-    // checked by the kernel in the other process.
-    let n = unsafe { libc::process_vm_writev(pid, &local, 1, remote.as_ptr(), count, 0) };
-    let n = check(n as libc::c_long)?;
-    usize::try_from(n).map_err(|_| io::Error::other("negative byte count"))
+    process_vm_write_gather(pid, &[data], remote)
 }
 
 /// `process_vm_writev(pid, pages, remote)`: copy the local `pages`, in

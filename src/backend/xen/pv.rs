@@ -501,18 +501,9 @@ pub(crate) fn migrate(
     }
     let saved = save(link, &mut cb, &shared, live);
     let _ = cb.domain.set_cpu_cap(None);
-    let resume =
-        |cb: &mut Callbacks<'_>, stage: Stage, cause: MigrationError| match cb.domain.resume() {
-            Ok(()) => MigrationError::Aborted {
-                stage,
-                cause: Box::new(cause),
-            },
-            Err(resume) => MigrationError::ResumeFailed {
-                stage,
-                cause: Box::new(cause),
-                resume,
-            },
-        };
+    let resume = |cb: &mut Callbacks<'_>, stage: Stage, cause: MigrationError| {
+        MigrationError::after_resume(stage, Box::new(cause), cb.domain.resume())
+    };
     if let Err((stage, cause)) = saved {
         return Err(resume(&mut cb, stage, cause));
     }

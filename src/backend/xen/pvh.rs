@@ -663,17 +663,11 @@ pub(crate) fn migrate(
         {
             let _ = source.set_cpu_cap(None);
             let _ = source.disable_dirty_log();
-            match source.resume() {
-                Ok(()) => Err(MigrationError::Aborted {
-                    stage: Stage::Commit,
-                    cause,
-                }),
-                Err(resume) => Err(MigrationError::ResumeFailed {
-                    stage: Stage::Commit,
-                    cause,
-                    resume,
-                }),
-            }
+            Err(MigrationError::after_resume(
+                Stage::Commit,
+                cause,
+                source.resume(),
+            ))
         }
         Err(e @ MigrationError::HandoverUnconfirmed { .. }) => {
             source.domain.mark_migrated();
