@@ -106,13 +106,24 @@ fn options() -> Options {
             "--workload" => o.workload = Some(args.next().expect("--workload needs a name")),
             "--verbose" => o.verbose = true,
             "--json" => o.json = Some(args.next().expect("--json needs a file")),
+            // cargo bench passes --bench to every bench binary.
             "--bench" => {}
-            other if other.starts_with("--") => eprintln!("arena bench: ignoring {other}"),
-            _ => {}
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => {
+                // A misspelt option must not start a half-hour run.
+                eprintln!("arena bench: unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
     }
     o
 }
+
+const USAGE: &str = "usage: cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns] \
+[--data-path-only] [--workload kv|muncher|sparse|idle] [--verbose]";
 
 const PAGE: usize = 4096;
 
