@@ -49,6 +49,45 @@ fn hot_state(hot: Option<(u8, u32)>, s: u8) -> bool {
     hot.is_some_and(|(mask, h)| s & 1 == 1 && (s & mask).count_ones() >= h)
 }
 
+/// Bit 7 of each of eight bytes.
+const OWED_BYTES: u64 = 0x8080_8080_8080_8080;
+/// Bits 1 to 6 of each byte: where a history shifted left by one lands.
+const AGED_BYTES: u64 = 0x7e7e_7e7e_7e7e_7e7e;
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Byte `i` of `SPREAD[b]` is bit `i` of `b`.
+const SPREAD: [u64; 256] = {
+    let mut t = [0_u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut i = 0;
+        while i < 8 {
+            t[b] |= ((b as u64 >> i) & 1) << (8 * i);
+            i += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+/// [`hot_state`] for eight states at once: bit 7 of each byte of the
+/// result says whether that byte's page is hot.
+fn hot_bytes(hot: Option<(u8, u32)>, s: u64) -> u64 {
+    let Some((mask, h)) = hot else {
+        return 0;
+    };
+    // Per-byte population count of the window (each byte ends up 0..=7).
+    let mut v = s & (ONES * u64::from(mask));
+    v -= (v >> 1) & 0x5555_5555_5555_5555;
+    v = (v & 0x3333_3333_3333_3333) + ((v >> 2) & 0x3333_3333_3333_3333);
+    v = (v + (v >> 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // count + (0x80 - h) reaches bit 7 iff count >= h (h in 1..=7: no
+    // carry leaves the byte).
+    let at_least = (v + ONES * (0x80 - u64::from(h.min(0x80)))) & OWED_BYTES;
+    // ...and dirtied in the latest harvest (bit 0, moved to bit 7).
+    at_least & (s << 7) & OWED_BYTES
+}
+
 /// Per-page state and the round plan. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Planner {
@@ -93,20 +132,37 @@ impl Planner {
 
     /// Take in a harvest: age every page's history, mark the dirty pages
     /// dirtied and owed, and recount.
+    ///
+    /// Eight pages at a time (their states as one word), since this runs
+    /// over every page of the guest once per round, the last time with the
+    /// guest paused: a page's byte at a time cost ~0.25 ms of downtime per
+    /// GiB of guest.
     pub fn observe(&mut self, dirty: &DirtyBitmap) {
         let words = dirty.words();
-        let (mut cold, mut hot) = (0, 0);
-        for (w, chunk) in self.state.chunks_mut(64).enumerate() {
-            let bits = words.get(w).copied().unwrap_or(0);
-            for (b, s) in chunk.iter_mut().enumerate() {
-                let d = u8::from(bits >> b & 1 == 1);
-                let owed = (*s & OWED) | (d << 7);
-                *s = owed | ((*s << 1) & HISTORY) | d;
-            }
+        let (mut cold, mut hot) = (0_u64, 0_u64);
+        let mut groups = self.state.chunks_exact_mut(8);
+        for (g, group) in groups.by_ref().enumerate() {
+            let bits = words.get(g / 8).copied().unwrap_or(0) >> (8 * (g % 8)) & 0xff;
+            let d = SPREAD[bits as usize];
+            let s = u64::from_le_bytes((&*group).try_into().unwrap_or([0; 8]));
+            let s = (s & OWED_BYTES) | (d << 7) | ((s << 1) & AGED_BYTES) | d;
+            group.copy_from_slice(&s.to_le_bytes());
+            let owed = s & OWED_BYTES;
+            let h = (hot_bytes(self.hot, s) & owed).count_ones();
+            hot += u64::from(h);
+            cold += u64::from(owed.count_ones()) - u64::from(h);
         }
-        for &s in &self.state {
-            if s & OWED != 0 {
-                if self.is_hot_state(s) {
+        let base = self.state.len() / 8 * 8;
+        for (i, st) in self.state[base..].iter_mut().enumerate() {
+            let pfn = base + i;
+            let d = u8::from(
+                words
+                    .get(pfn / 64)
+                    .is_some_and(|w| w >> (pfn % 64) & 1 == 1),
+            );
+            *st = (*st & OWED) | (d << 7) | ((*st << 1) & HISTORY) | d;
+            if *st & OWED != 0 {
+                if hot_state(self.hot, *st) {
                     hot += 1;
                 } else {
                     cold += 1;
@@ -127,13 +183,24 @@ impl Planner {
         self.owed_where(|_| true)
     }
 
+    /// Owed pages whose state passes `keep`, in order; skips eight pages
+    /// that owe nothing at a time.
     fn owed_where(&self, keep: impl Fn(u8) -> bool) -> Vec<Pfn> {
-        self.state
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| **s & OWED != 0 && keep(**s))
-            .map(|(i, _)| i as Pfn)
-            .collect()
+        let mut out =
+            Vec::with_capacity(usize::try_from(self.owed_cold + self.owed_hot).unwrap_or(0));
+        for (g, group) in self.state.chunks(8).enumerate() {
+            let mut word = [0_u8; 8];
+            word[..group.len()].copy_from_slice(group);
+            if u64::from_le_bytes(word) & OWED_BYTES == 0 {
+                continue;
+            }
+            for (i, &s) in group.iter().enumerate() {
+                if s & OWED != 0 && keep(s) {
+                    out.push((g * 8 + i) as Pfn);
+                }
+            }
+        }
+        out
     }
 
     /// Record that `pfn` was sent: the receiver's copy is current.
@@ -166,6 +233,7 @@ impl Planner {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)] // test page numbers are small
 mod tests {
     use super::*;
 
@@ -215,6 +283,46 @@ mod tests {
         }
         assert_eq!(p.live_round(), vec![3]);
         assert_eq!(p.owed_hot(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn eight_pages_at_a_time_is_one_page_at_a_time(
+            pages in 1_u64..300,
+            rule in proptest::option::of((1_u8..9, 1_u8..8)),
+            rounds in proptest::collection::vec(
+                (proptest::collection::vec(0_u64..300, 0..120), proptest::collection::vec(0_u64..300, 0..60)),
+                1..12,
+            ),
+        ) {
+            let rule = rule.map(|(h, w)| HotRule { min_dirty_rounds: h, window_rounds: w });
+            let mut p = Planner::new(pages, rule);
+            // The byte-wise model: the rules of the module documentation.
+            let mut model = vec![OWED; pages as usize];
+            for (dirtied, sent) in rounds {
+                for &pfn in sent.iter().filter(|&&x| x < pages) {
+                    p.sent(pfn);
+                    model[pfn as usize] &= !OWED;
+                }
+                let dirtied: Vec<Pfn> = dirtied.into_iter().filter(|&x| x < pages).collect();
+                p.observe(&harvest(pages, &dirtied));
+                for (pfn, st) in model.iter_mut().enumerate() {
+                    let d = u8::from(dirtied.contains(&(pfn as Pfn)));
+                    *st = (*st & OWED) | (d << 7) | ((*st << 1) & HISTORY) | d;
+                }
+                proptest::prop_assert_eq!(&p.state, &model);
+                let owed = |hot: bool| {
+                    model.iter().filter(|&&st| st & OWED != 0 && hot_state(p.hot, st) == hot).count() as u64
+                };
+                proptest::prop_assert_eq!((p.owed_cold(), p.owed_hot()), (owed(false), owed(true)));
+                let live: Vec<Pfn> = (0..pages)
+                    .filter(|&x| model[x as usize] & OWED != 0 && !hot_state(p.hot, model[x as usize]))
+                    .collect();
+                proptest::prop_assert_eq!(p.live_round(), live);
+                let all: Vec<Pfn> = (0..pages).filter(|&x| model[x as usize] & OWED != 0).collect();
+                proptest::prop_assert_eq!(p.final_pass(), all);
+            }
+        }
     }
 
     #[test]
