@@ -871,6 +871,12 @@ fn run_case(
         "delta_pages": m.map(|m| m.sent.delta_pages),
         "raw_pages": m.map(|m| m.sent.raw_pages),
         "final_pages": m.map(|m| m.final_pages),
+        "switchover": m.and_then(|m| m.switchover).map(|s| {
+            s.stages()
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+        }),
         "scale": 1,
         "stop_reason": m.map(|m| m.stop_reason),
         "sender_cpu_s": report.as_ref().map(|r| r.sender_cpu_s),
@@ -1219,6 +1225,15 @@ fn main() {
             let r = run_case(link, case, pages, index, warmup, &lim);
             index += 1;
             print_run(&r);
+            if verbose {
+                if let Some(stages) = r["switchover"].as_object() {
+                    let line: Vec<String> = stages
+                        .iter()
+                        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(f64::NAN)))
+                        .collect();
+                    eprintln!("    downtime by stage: {}", line.join(", "));
+                }
+            }
             runs.push(r);
         }
     }

@@ -705,6 +705,11 @@ fn report(o: &Options, id: &str, title: &str, out: &Outcome) -> Result<(), Strin
             ),
         ),
         ("pages in the final pass", count(m.map(|m| m.final_pages))),
+        (
+            "downtime by stage",
+            m.and_then(|m| m.switchover)
+                .map_or_else(|| "-".into(), |s| s.to_string()),
+        ),
         ("stop reason", m.map_or("-", |m| m.stop_reason).to_owned()),
         ("sender CPU", format!("{:.2} s", out.sender_cpu_s)),
         (
@@ -739,6 +744,12 @@ fn report(o: &Options, id: &str, title: &str, out: &Outcome) -> Result<(), Strin
             "delta_pages": m.map(|m| m.sent.delta_pages),
             "pages_sent": m.map(|m| m.sent.pages()),
             "final_pages": m.map(|m| m.final_pages),
+            "switchover": m.and_then(|m| m.switchover).map(|s| {
+                s.stages()
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect::<serde_json::Map<_, _>>()
+            }),
             "deferred_pages": m.map(|m| m.deferred_pages),
             "stop_reason": m.map(|m| m.stop_reason),
             "verified": m.is_some_and(|m| m.verified),

@@ -134,6 +134,29 @@ pub struct MigrationReport {
     pub verified: bool,
     /// When the guest was paused, ms after the start.
     pub paused_at_ms: f64,
+    /// Where the downtime went, stage by stage (`None` where the engine
+    /// did not run the switch-over: the Xen PV path has its own).
+    pub switchover: Option<Switchover>,
+}
+
+/// Where the engine's downtime went, ms on the engine's clock. The stages
+/// follow each other; what is not in them (bookkeeping, the observer) is
+/// the rest of [`MigrationReport::downtime_ms`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Switchover {
+    /// Pausing the guest until the backend confirmed it stopped.
+    pub pause_ms: f64,
+    /// Harvesting the pages dirtied since the last round.
+    pub harvest_ms: f64,
+    /// Reading and sending the final pass.
+    pub final_pass_ms: f64,
+    /// Saving and sending the CPU state.
+    pub state_ms: f64,
+    /// The end of the stream until the receiver said it verified it (the
+    /// stream's tail through the transport, and the receiver's check).
+    pub verify_ms: f64,
+    /// Permission to go until the receiver said the guest runs there.
+    pub resume_ms: f64,
 }
 
 struct Run<'a, D, C, S> {
@@ -324,14 +347,17 @@ where
     // Stop and copy.
     let paused_ns = run.clock.now_ns();
     let deferred_pages = planner.owed_hot();
+    let mut marks = Marks { last_ns: paused_ns };
     let final_pass = (|| {
         run.source
             .pause()
             .map_err(Run::<D, C, S>::backend("pausing the guest"))?;
+        let pause_ms = marks.lap(run.clock);
         dirty.clear();
         run.source
             .harvest_dirty(&mut dirty)
             .map_err(Run::<D, C, S>::backend("harvesting dirty pages"))?;
+        let harvest_ms = marks.lap(run.clock);
         planner.observe(&dirty);
         let pfns = planner.final_pass();
         run.sink.final_pass_begins();
@@ -343,12 +369,13 @@ where
             return Err(MigrationError::Cancelled);
         }
         run.send(iteration, &pfns, &mut planner, &mut *observer)?;
-        Ok(pfns.len() as u64)
+        Ok((pfns.len() as u64, pause_ms, harvest_ms))
     })();
-    let final_pages = match final_pass {
+    let (final_pages, pause_ms, harvest_ms) = match final_pass {
         Ok(n) => n,
         Err(e) => return Err(run.fail(Stage::FinalPass, e)),
     };
+    let final_pass_ms = marks.lap(run.clock);
     let state = run
         .source
         .save_state()
@@ -357,9 +384,11 @@ where
     if let Err(e) = state {
         return Err(run.fail(Stage::CpuState, e));
     }
+    let state_ms = marks.lap(run.clock);
     if let Err(e) = run.sink.end_and_await_ack() {
         return Err(run.fail(Stage::AwaitAck, e));
     }
+    let verify_ms = marks.lap(run.clock);
     let _ = observer(&Progress::Verified {
         elapsed_ms: run.elapsed_ms(),
     });
@@ -369,6 +398,14 @@ where
     if let Err(e) = run.sink.commit_and_await_resumed() {
         return Err(MigrationError::HandoverUnconfirmed { cause: Box::new(e) });
     }
+    let switchover = Switchover {
+        pause_ms,
+        harvest_ms,
+        final_pass_ms,
+        state_ms,
+        verify_ms,
+        resume_ms: marks.lap(run.clock),
+    };
     // The guest runs at the receiver from here: the downtime ends now, not
     // after the source's clean-up (disarming write tracking on a large
     // arena takes tens of ms, during which the guest already serves).
@@ -393,5 +430,47 @@ where
         stop_reason,
         verified: true,
         paused_at_ms: (paused_ns - run.start_ns) as f64 / 1e6,
+        switchover: Some(switchover),
     })
+}
+
+impl Switchover {
+    /// The stages in order, named as their fields (for reports and JSON).
+    pub fn stages(&self) -> [(&'static str, f64); 6] {
+        [
+            ("pause_ms", self.pause_ms),
+            ("harvest_ms", self.harvest_ms),
+            ("final_pass_ms", self.final_pass_ms),
+            ("state_ms", self.state_ms),
+            ("verify_ms", self.verify_ms),
+            ("resume_ms", self.resume_ms),
+        ]
+    }
+}
+
+impl std::fmt::Display for Switchover {
+    /// `pause 0.05, harvest 0.31, ... ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (name, ms)) in self.stages().iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let name = name.trim_end_matches("_ms").replace('_', " ");
+            write!(f, "{sep}{name} {ms:.2}")?;
+        }
+        f.write_str(" ms")
+    }
+}
+
+/// Lap times on the engine's clock.
+struct Marks {
+    last_ns: u64,
+}
+
+impl Marks {
+    /// Milliseconds since the last lap (or the start).
+    fn lap<C: Clock>(&mut self, clock: &C) -> f64 {
+        let now = clock.now_ns();
+        let ms = now.saturating_sub(self.last_ns) as f64 / 1e6;
+        self.last_ns = now;
+        ms
+    }
 }

@@ -37,7 +37,7 @@ pub mod transport;
 use std::fmt;
 
 use crate::backend::BackendError;
-pub use engine::{migrate, EngineConfig, MigrationReport, Progress, ProgressFlow};
+pub use engine::{migrate, EngineConfig, MigrationReport, Progress, ProgressFlow, Switchover};
 pub use policy::{Action, BuiltinPolicy, Decision, PrecopyPolicy, RoundStats, RoundStatsTracker};
 pub use receiver::{receive_tcp, Receiver, ReceiverState};
 pub use sink::{PerfplusSink, StreamSink};

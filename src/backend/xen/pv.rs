@@ -550,5 +550,8 @@ pub(crate) fn migrate(
         stop_reason: cb.stop_reason,
         verified: true,
         paused_at_ms: paused_at_ns as f64 / 1e6,
+        // libxenguest runs this switch-over: its breakdown is the Xen
+        // report's `SwitchoverBreakdown`.
+        switchover: None,
     })
 }
