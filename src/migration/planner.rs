@@ -70,6 +70,24 @@ const SPREAD: [u64; 256] = {
     t
 };
 
+/// Up to eight states as one word (missing ones zero: owing nothing).
+fn word(group: &[u8]) -> u64 {
+    let mut w = [0_u8; 8];
+    let n = group.len().min(8);
+    w[..n].copy_from_slice(&group[..n]);
+    u64::from_le_bytes(w)
+}
+
+/// Eight states as one word.
+fn word8(group: &[u8]) -> u64 {
+    group.try_into().map_or(0, u64::from_le_bytes)
+}
+
+/// The sum of a word's bytes (at most 255 in all).
+fn byte_sum(x: u64) -> u64 {
+    x.wrapping_mul(ONES) >> 56
+}
+
 /// [`hot_state`] for eight states at once: bit 7 of each byte of the
 /// result says whether that byte's page is hot.
 fn hot_bytes(hot: Option<(u8, u32)>, s: u64) -> u64 {
@@ -140,19 +158,25 @@ impl Planner {
     pub fn observe(&mut self, dirty: &DirtyBitmap) {
         let words = dirty.words();
         let (mut cold, mut hot) = (0_u64, 0_u64);
-        let mut groups = self.state.chunks_exact_mut(8);
-        for (g, group) in groups.by_ref().enumerate() {
-            let bits = words.get(g / 8).copied().unwrap_or(0) >> (8 * (g % 8)) & 0xff;
-            let d = SPREAD[bits as usize];
-            let s = u64::from_le_bytes((&*group).try_into().unwrap_or([0; 8]));
-            let s = (s & OWED_BYTES) | (d << 7) | ((s << 1) & AGED_BYTES) | d;
-            group.copy_from_slice(&s.to_le_bytes());
-            let owed = s & OWED_BYTES;
-            let h = (hot_bytes(self.hot, s) & owed).count_ones();
-            hot += u64::from(h);
-            cold += u64::from(owed.count_ones()) - u64::from(h);
+        let mut chunks = self.state.chunks_exact_mut(64);
+        for (chunk, w) in chunks.by_ref().zip(0..) {
+            let bits = words.get(w).copied().unwrap_or(0);
+            // Per-byte counters (at most 8 each): owed, and owed and hot.
+            let (mut owed_n, mut hot_n) = (0_u64, 0_u64);
+            for (group, g) in chunk.chunks_exact_mut(8).zip(0..) {
+                let d = SPREAD[usize::from((bits >> (8 * g)).to_le_bytes()[0])];
+                let s = word(group);
+                let s = (s & OWED_BYTES) | (d << 7) | ((s << 1) & AGED_BYTES) | d;
+                group.copy_from_slice(&s.to_le_bytes());
+                let owed = s & OWED_BYTES;
+                owed_n += owed >> 7;
+                hot_n += (hot_bytes(self.hot, s) & owed) >> 7;
+            }
+            let (o, h) = (byte_sum(owed_n), byte_sum(hot_n));
+            hot += h;
+            cold += o - h;
         }
-        let base = self.state.len() / 8 * 8;
+        let base = self.state.len() / 64 * 64;
         for (i, st) in self.state[base..].iter_mut().enumerate() {
             let pfn = base + i;
             let d = u8::from(
@@ -183,20 +207,23 @@ impl Planner {
         self.owed_where(|_| true)
     }
 
-    /// Owed pages whose state passes `keep`, in order; skips eight pages
-    /// that owe nothing at a time.
+    /// Owed pages whose state passes `keep`, in order; skips 64 pages that
+    /// owe nothing at a time.
     fn owed_where(&self, keep: impl Fn(u8) -> bool) -> Vec<Pfn> {
         let mut out =
             Vec::with_capacity(usize::try_from(self.owed_cold + self.owed_hot).unwrap_or(0));
-        for (g, group) in self.state.chunks(8).enumerate() {
-            let mut word = [0_u8; 8];
-            word[..group.len()].copy_from_slice(group);
-            if u64::from_le_bytes(word) & OWED_BYTES == 0 {
+        for (c, chunk) in self.state.chunks(64).enumerate() {
+            let any = if chunk.len() == 64 {
+                chunk.chunks_exact(8).fold(0, |acc, g| acc | word8(g))
+            } else {
+                chunk.chunks(8).fold(0, |acc, g| acc | word(g))
+            };
+            if any & OWED_BYTES == 0 {
                 continue;
             }
-            for (i, &s) in group.iter().enumerate() {
+            for (i, &s) in chunk.iter().enumerate() {
                 if s & OWED != 0 && keep(s) {
-                    out.push((g * 8 + i) as Pfn);
+                    out.push((c * 64 + i) as Pfn);
                 }
             }
         }
