@@ -74,7 +74,7 @@ use perfplus::backend::arena::{
     SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
-use perfplus::migration::engine::{Progress, ProgressFlow};
+use perfplus::migration::engine::{Progress, ProgressFlow, Switchover};
 use perfplus::migration::policy::{by_name, PerfPlus, PrecopyPolicy, QemuDefault};
 use ppmig_netns::Hosts;
 use serde_json::{json, Value};
@@ -1226,10 +1226,13 @@ fn main() {
             index += 1;
             print_run(&r);
             if verbose {
-                if let Some(stages) = r["switchover"].as_object() {
-                    let line: Vec<String> = stages
+                let stages = &r["switchover"];
+                if stages.is_object() {
+                    // In the order of the stages (the JSON object is sorted).
+                    let line: Vec<String> = Switchover::default()
+                        .stages()
                         .iter()
-                        .map(|(k, v)| format!("{k} {:.2}", v.as_f64().unwrap_or(f64::NAN)))
+                        .map(|(k, _)| format!("{k} {:.2}", f(stages, k).unwrap_or(f64::NAN)))
                         .collect();
                     eprintln!("    downtime by stage: {}", line.join(", "));
                 }

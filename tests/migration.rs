@@ -64,10 +64,24 @@ fn every_policy_on_every_workload_leaves_identical_memory() {
             } else {
                 by_name(name).unwrap()
             };
-            let mut out = SimRun::new(&w).run(policy.as_ref(), &mut quiet_observer());
+            let run = SimRun::new(&w);
+            let latency_ms = run.link.latency_ms;
+            let mut out = run.run(policy.as_ref(), &mut quiet_observer());
             match &out.result {
                 Ok(report) => {
                     assert!(report.verified, "{} / {name}: not verified", w.name);
+                    // The stages cover the downtime: from the pause to the
+                    // receiver's report, which the downtime counts less the
+                    // report's one-way trip.
+                    let stages = report.switchover.expect("the engine's breakdown");
+                    let sum: f64 = stages.stages().iter().map(|(_, ms)| ms).sum();
+                    assert!(
+                        stages.stages().iter().all(|(_, ms)| *ms >= 0.0)
+                            && (sum - report.downtime_ms - latency_ms).abs() < 1e-3,
+                        "{} / {name}: {stages} vs downtime {} ms",
+                        w.name,
+                        report.downtime_ms
+                    );
                     assert_eq!(out.receiver.state(), ReceiverState::Resumed);
                     assert!(!out.receiver.domain().is_paused(), "runs at the receiver");
                     assert!(out.source.is_paused(), "stays paused at the source");
