@@ -565,8 +565,11 @@ typedef struct {
     // bandwidth is known).
     double predicted_downtime_ms;
     // The part of the prediction more rounds cannot remove: fixed cost,
-    // round trips and deferred pages.
+    // round trips, and `predicted_hot_ms`.
     double predicted_floor_ms;
+    // The deferred pages' part of the floor: sending those expected to be
+    // written again during the next round (0 without deferred pages).
+    double predicted_hot_ms;
     // Lowest prediction of any earlier round (INFINITY if none).
     double best_earlier_prediction_ms;
     // Decisions since that lowest prediction (0 if this one is lower).

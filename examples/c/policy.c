@@ -65,6 +65,7 @@ static perfplus_round_stats base_stats(void) {
     s.round_trip_ms = 0.4;
     s.predicted_downtime_ms = 60.0;
     s.predicted_floor_ms = 20.4;
+    s.predicted_hot_ms = 0.0; /* no deferred pages */
     s.best_earlier_prediction_ms = 90.0;
     s.decisions_since_best = 0;
     s.ms_since_best = 0.0;

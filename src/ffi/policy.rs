@@ -76,8 +76,11 @@ pub struct perfplus_round_stats {
     /// bandwidth is known).
     pub predicted_downtime_ms: f64,
     /// The part of the prediction more rounds cannot remove: fixed cost,
-    /// round trips and deferred pages.
+    /// round trips, and `predicted_hot_ms`.
     pub predicted_floor_ms: f64,
+    /// The deferred pages' part of the floor: sending those expected to be
+    /// written again during the next round (0 without deferred pages).
+    pub predicted_hot_ms: f64,
     /// Lowest prediction of any earlier round (INFINITY if none).
     pub best_earlier_prediction_ms: f64,
     /// Decisions since that lowest prediction (0 if this one is lower).
@@ -153,6 +156,7 @@ impl perfplus_round_stats {
             round_trip_ms: s.round_trip_ms,
             predicted_downtime_ms: s.predicted_downtime_ms,
             predicted_floor_ms: s.predicted_floor_ms,
+            predicted_hot_ms: s.predicted_hot_ms,
             best_earlier_prediction_ms: s.best_earlier_prediction_ms,
             decisions_since_best: s.decisions_since_best,
             ms_since_best: s.ms_since_best,
@@ -181,6 +185,7 @@ impl perfplus_round_stats {
             ("round_trip_ms", s.round_trip_ms),
             ("predicted_downtime_ms", s.predicted_downtime_ms),
             ("predicted_floor_ms", s.predicted_floor_ms),
+            ("predicted_hot_ms", s.predicted_hot_ms),
             ("best_earlier_prediction_ms", s.best_earlier_prediction_ms),
             ("ms_since_best", s.ms_since_best),
             ("first_round_ms", s.first_round_ms),
@@ -218,6 +223,7 @@ impl perfplus_round_stats {
             round_trip_ms: s.round_trip_ms,
             predicted_downtime_ms: s.predicted_downtime_ms,
             predicted_floor_ms: s.predicted_floor_ms,
+            predicted_hot_ms: s.predicted_hot_ms,
             best_earlier_prediction_ms: s.best_earlier_prediction_ms,
             decisions_since_best: s.decisions_since_best,
             ms_since_best: s.ms_since_best,
@@ -392,6 +398,7 @@ mod tests {
             round_trip_ms: 0.4,
             predicted_downtime_ms: 85.0,
             predicted_floor_ms: 20.4,
+            predicted_hot_ms: 0.0,
             best_earlier_prediction_ms: 90.0,
             decisions_since_best: 3,
             ms_since_best: 60_000.0,

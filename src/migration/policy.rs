@@ -56,8 +56,16 @@ pub struct RoundStats {
     /// the bandwidth is known).
     pub predicted_downtime_ms: f64,
     /// The part of the prediction that more rounds cannot remove: fixed
-    /// cost, round trips and deferred pages, ms.
+    /// cost, round trips, and the deferred pages expected to be written
+    /// again during the next round ([`predicted_hot_ms`](Self::predicted_hot_ms)), ms.
     pub predicted_floor_ms: f64,
+    /// The deferred pages' part of the floor, ms: sending those of them
+    /// expected to be written again during the next round. A page was
+    /// found hot over the last round; when the next round is shorter, only
+    /// the same share of the deferred pages is expected to be written
+    /// again in it (at least that share, for a page written at a steady
+    /// rate), and a live round sends the others once they turn out clean.
+    pub predicted_hot_ms: f64,
     /// Lowest prediction of any earlier round (infinite if none).
     pub best_earlier_prediction_ms: f64,
     /// Decisions since that lowest prediction (0 if this one is lower).
@@ -147,6 +155,8 @@ pub struct RoundStatsTracker {
     bytes_sent_total: u64,
     send_time_ms: f64,
     last_round_ms: f64,
+    last_round_pages: u64,
+    last_send_ms: f64,
     dirty_rate_pages_per_s: f64,
     resend_pages: u64,
     resend_bytes: u64,
@@ -179,6 +189,8 @@ impl RoundStatsTracker {
             bytes_sent_total: 0,
             send_time_ms: 0.0,
             last_round_ms: 0.0,
+            last_round_pages: 0,
+            last_send_ms: 0.0,
             dirty_rate_pages_per_s: 0.0,
             resend_pages: 0,
             resend_bytes: 0,
@@ -222,8 +234,11 @@ impl RoundStatsTracker {
         self.iteration += 1;
         self.pages_sent_total += pages;
         self.bytes_sent_total += bytes;
-        self.send_time_ms += send_ms.clamp(0.0, duration_ms.max(0.0));
+        let send_ms = send_ms.clamp(0.0, duration_ms.max(0.0));
+        self.send_time_ms += send_ms;
         self.last_round_ms = duration_ms;
+        self.last_round_pages = pages;
+        self.last_send_ms = send_ms;
     }
 
     /// Record the CPU cap now in force (100 = none).
@@ -238,6 +253,40 @@ impl RoundStatsTracker {
         } else {
             0.0
         }
+    }
+
+    /// The share of the pages found hot over the last round expected to be
+    /// written again during the next one, which sends `cold_ms` worth of
+    /// pages: the next round's length over the last one's, at most 1.
+    ///
+    /// A round lasts its transfer plus what else it spends (the harvest,
+    /// waits), taken from the last round. Rounds shrink by orders of
+    /// magnitude (the full pass takes seconds, late rounds milliseconds),
+    /// so a page written in each of two long rounds may be written once a
+    /// second, and a few-millisecond round most likely leaves it clean:
+    /// then more rounds do lower the downtime, and stopping now would pay
+    /// for the whole deferred set. For a page written at a steady rate, the
+    /// chance of a write in a shorter round is at least this share of the
+    /// chance in the longer one.
+    fn share_written_again(&self, cold_ms: f64) -> f64 {
+        if self.last_round_ms <= 0.0 {
+            return 1.0;
+        }
+        let bw = self.bandwidth_bytes_per_s();
+        let last_transfer_ms = if bw > 0.0 && self.last_send_ms > 0.0 {
+            // The last round's pages at the overall rate, but never more
+            // than its own link time.
+            let wire = if self.resend_pages > 0 {
+                self.resend_bytes as f64 / self.resend_pages as f64
+            } else {
+                raw_wire_bytes_per_page(self.page_size)
+            };
+            (self.last_round_pages as f64 * wire * 1000.0 / bw).min(self.last_send_ms)
+        } else {
+            0.0
+        };
+        let overhead_ms = (self.last_round_ms - last_transfer_ms).max(0.0);
+        ((cold_ms + overhead_ms) / self.last_round_ms).clamp(0.0, 1.0)
     }
 
     /// The snapshot for the next decision, given the pages the next round
@@ -258,14 +307,15 @@ impl RoundStatsTracker {
         };
         let bw = self.bandwidth_bytes_per_s();
         let fixed = self.switchover_fixed_ms + 1.5 * self.round_trip_ms;
-        let (predicted, floor) = if bw > 0.0 {
+        let (predicted, floor, hot) = if bw > 0.0 {
             let ms = |bytes: f64| bytes * 1000.0 / bw;
             let state = ms(self.state_bytes as f64);
             let deferred = ms(deferred_pages as f64 * wire_bytes_per_page);
             let cold = ms(dirty_pages as f64 * wire_bytes_per_page);
-            (fixed + state + deferred + cold, fixed + state + deferred)
+            let hot = deferred * self.share_written_again(cold);
+            (fixed + state + deferred + cold, fixed + state + hot, hot)
         } else {
-            (f64::INFINITY, fixed)
+            (f64::INFINITY, fixed, 0.0)
         };
         let stats = RoundStats {
             iteration: self.iteration,
@@ -284,6 +334,7 @@ impl RoundStatsTracker {
             round_trip_ms: self.round_trip_ms,
             predicted_downtime_ms: predicted,
             predicted_floor_ms: floor,
+            predicted_hot_ms: hot,
             best_earlier_prediction_ms: self.best_prediction_ms,
             decisions_since_best: 0,
             ms_since_best: 0.0,
@@ -309,8 +360,11 @@ impl RoundStatsTracker {
 ///
 /// Stop rule, checked before each round after the full pass:
 /// 1. stop when more rounds cannot lower the prediction noticeably: the
-///    part that rounds can remove (dirty cold pages) is at most
-///    `negligible_fraction` of the prediction (or under 0.5 ms);
+///    part that rounds can remove is at most `negligible_fraction` of the
+///    prediction (or under 0.5 ms). Rounds remove the dirty cold pages, and
+///    those deferred hot pages that the next round will most likely leave
+///    clean: hotness found over long rounds says little about a short one
+///    ([`RoundStats::predicted_hot_ms`]);
 /// 2. stop when two rounds in a row did not improve the prediction by at
 ///    least `min_improvement` over the best earlier one (the dirty set
 ///    stopped shrinking: more rounds only burn bandwidth) — unless the
@@ -339,7 +393,7 @@ impl RoundStatsTracker {
 /// The downtime target is not a reason to stop early on its own: while the
 /// cold set still shrinks geometrically, each extra round costs a shrinking
 /// number of bytes and takes its share off the downtime, so Perf+ keeps
-/// going down to the floor (fixed cost + deferred hot pages). The target is
+/// going down to the floor (fixed cost + the deferred pages that stay hot). The target is
 /// the line above which throttling, when enabled, steps in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PerfPlus {
@@ -426,7 +480,7 @@ impl PrecopyPolicy for PerfPlus {
         };
         let send_deferred = s.deferred_pages > 0 && deferred_ms > self.downtime_target_ms;
         let floor_ms = if send_deferred {
-            s.predicted_floor_ms - deferred_ms
+            s.predicted_floor_ms - s.predicted_hot_ms
         } else {
             s.predicted_floor_ms
         };
@@ -735,6 +789,7 @@ mod tests {
             round_trip_ms: 0.4,
             predicted_downtime_ms: predicted,
             predicted_floor_ms: 20.6,
+            predicted_hot_ms: 0.0,
             best_earlier_prediction_ms: best,
             decisions_since_best: 3,
             ms_since_best: 60_000.0,
@@ -910,8 +965,58 @@ mod tests {
         let per_page = raw_wire_bytes_per_page(4096);
         let expected = 20.0 + 1500.0 * per_page / 1e6;
         assert!((s.predicted_downtime_ms - expected).abs() < 1e-6);
-        assert!((s.predicted_floor_ms - (20.0 + 500.0 * per_page / 1e6)).abs() < 1e-6);
+        // The next round (1000 pages, ~4 ms) is 1/250 of the last one: that
+        // share of the 500 deferred pages is expected to be written again.
+        let hot = 500.0 * per_page / 1e6 * (1000.0 * per_page / 1e6) / 1000.0;
+        assert!((s.predicted_hot_ms - hot).abs() < 1e-9);
+        assert!((s.predicted_floor_ms - (20.0 + hot)).abs() < 1e-6);
         let s2 = t.snapshot(1000.0, 10, 0);
         assert!((s2.best_earlier_prediction_ms - expected).abs() < 1e-6);
+    }
+
+    /// The tracker after a full pass and `rounds` live rounds of
+    /// (pages sent, round ms) at 1 GB/s of raw pages.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, positive
+    fn tracker_after(rounds: &[(u64, f64)]) -> RoundStatsTracker {
+        let per_page = raw_wire_bytes_per_page(4096);
+        let mut t = RoundStatsTracker::new(1 << 30, 4096, 2.0, 0.0, 0);
+        t.round_done(262_144, (262_144.0 * per_page) as u64, 1076.0, 20_000);
+        for &(pages, ms) in rounds {
+            let bytes = pages as f64 * per_page;
+            t.round_done_timed(pages, bytes as u64, bytes / 1e6, ms, 1000);
+        }
+        t
+    }
+
+    #[test]
+    fn pages_found_hot_in_long_rounds_are_no_floor_for_a_short_one() {
+        // Two long rounds (a second, then 200 ms) found 7000 pages hot; the
+        // next round sends 400 cold pages (~2 ms, plus the 1 ms the last
+        // round spent beyond its transfer).
+        let mut t = tracker_after(&[(30_000, 1000.0), (48_500, 200.0)]);
+        let s = t.snapshot(3000.0, 400, 7000);
+        let deferred_ms = 7000.0 * s.wire_bytes_per_page / 1e6;
+        assert!(s.predicted_hot_ms < 0.02 * deferred_ms, "{s:?}");
+        // Stopping now would pay ~29 ms for pages a 3 ms round most likely
+        // leaves clean: Perf+ goes on, and they go in the next live round.
+        let d = PerfPlus::default().decide(&s);
+        assert_eq!(d.action, Action::Continue, "{d:?}");
+    }
+
+    #[test]
+    fn pages_found_hot_in_rounds_like_the_next_are_a_floor() {
+        // Rounds of a few pages that take 3 ms (the harvest, waits): the
+        // 300 deferred pages were hot over a round as long as the next,
+        // and stay in the floor; the cold rest is negligible, so Perf+
+        // stops.
+        let mut t = tracker_after(&[(20, 3.0), (20, 3.0), (20, 3.0)]);
+        let s = t.snapshot(3000.0, 10, 300);
+        let deferred_ms = 300.0 * s.wire_bytes_per_page / 1e6;
+        assert!(s.predicted_hot_ms > 0.95 * deferred_ms, "{s:?}");
+        let d = PerfPlus::default().decide(&s);
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::StopAndCopy, "more rounds cannot lower the downtime")
+        );
     }
 }
