@@ -798,11 +798,15 @@ fn run_case(
             ProgressFlow::Continue
         })
     });
+    // A guest the migration left running at the source still holds the
+    // client's acknowledged writes: it is ended only after they are checked
+    // there, where it serves.
+    let mut stayed = None;
     let (report, failure) = match result {
         Ok(r) => (Some(r), None),
         Err(f) => {
-            if let Fate::RunsHere(mut g) = f.fate {
-                let _ = g.kill();
+            if let Fate::RunsHere(g) = f.fate {
+                stayed = Some(g);
             }
             (None, Some(f.error.to_string()))
         }
@@ -843,6 +847,9 @@ fn run_case(
                 (lr.writes_acknowledged, 0, lr.writes_acknowledged)
             }
         });
+    }
+    if let Some(mut g) = stayed {
+        let _ = g.kill();
     }
     let verified_guest = adopted.as_mut().map(|g| g.verify());
     if let Some(Err(e)) = &verified_guest {
