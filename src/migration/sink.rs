@@ -250,8 +250,12 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
                 self.batch.start(round);
             }
             // Pages without a base cannot be deltas: they do not count.
-            let attempt =
-                self.cache.as_ref().is_some_and(|c| c.has_base(pfn)) && self.delta_gate.allow();
+            let attempt = self.cache.as_ref().is_some_and(|c| c.has_base(pfn))
+                && if self.final_pass {
+                    self.delta_gate.is_open()
+                } else {
+                    self.delta_gate.allow()
+                };
             let encoding = encode_page(
                 self.encodings,
                 self.cache.as_mut().filter(|_| attempt),
@@ -335,5 +339,62 @@ impl<T: Transport> StreamSink for PerfplusSink<T> {
         // the next write's timeout; here it only ends the wait.
         self.transport.wait_sent(self.reply_timeout)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::transport::TransportError;
+
+    /// A transport that takes everything and answers nothing.
+    struct Discard;
+
+    impl Transport for Discard {
+        fn send(&mut self, _: &[u8]) -> Result<(), TransportError> {
+            Ok(())
+        }
+
+        fn recv(&mut self, _: &mut [u8], _: Duration) -> Result<usize, TransportError> {
+            Ok(0)
+        }
+    }
+
+    /// `pages` pages of 4 KiB, every byte new (a guest rewriting whole pages).
+    fn rewritten(pages: usize, generation: u8) -> Vec<u8> {
+        (0..pages * 4096)
+            .map(|i| u8::try_from((i * 131 + usize::from(generation) * 71) % 251).unwrap_or(0) | 1)
+            .collect()
+    }
+
+    #[test]
+    fn a_closed_delta_gate_samples_live_rounds_but_not_the_final_pass() {
+        let pfns: Vec<Pfn> = (0..256).collect();
+        let mut sink = PerfplusSink::new(Discard, EncodingSet::ALL, 4 << 20, Duration::ZERO);
+        sink.begin(StreamHeader {
+            page_size: 4096,
+            page_count: 256,
+        })
+        .unwrap();
+        // Rounds 0 and 1 give every page a cached copy; from round 2 on every
+        // delta attempt loses, and the gate closes.
+        for round in 0..4_u8 {
+            sink.send_pages(u32::from(round), &pfns, &rewritten(256, round))
+                .unwrap();
+        }
+        let tried = |sink: &PerfplusSink<Discard>| sink.cache_hits().0;
+        let before = tried(&sink);
+        let sent = sink.send_pages(4, &pfns, &rewritten(256, 4)).unwrap();
+        let sampled = tried(&sink) - before;
+        assert_eq!(sent.delta_pages, 0);
+        assert!(
+            (1..=32).contains(&sampled),
+            "a closed gate samples a live round: {sampled} of 256 tried"
+        );
+        sink.final_pass_begins();
+        let before = tried(&sink);
+        let sent = sink.send_pages(5, &pfns, &rewritten(256, 5)).unwrap();
+        assert_eq!(sent.raw_pages, 256);
+        assert_eq!(tried(&sink), before, "no delta tried in the final pass");
     }
 }
