@@ -160,6 +160,7 @@ pub struct RoundStatsTracker {
     dirty_rate_pages_per_s: f64,
     resend_pages: u64,
     resend_bytes: u64,
+    resend_send_ms: f64,
     best_prediction_ms: f64,
     best_at_ms: f64,
     decisions_since_best: u32,
@@ -194,6 +195,7 @@ impl RoundStatsTracker {
             dirty_rate_pages_per_s: 0.0,
             resend_pages: 0,
             resend_bytes: 0,
+            resend_send_ms: 0.0,
             best_prediction_ms: f64::INFINITY,
             best_at_ms: 0.0,
             decisions_since_best: 0,
@@ -225,16 +227,17 @@ impl RoundStatsTracker {
         if duration_ms > 0.0 {
             self.dirty_rate_pages_per_s = dirtied_pages as f64 * 1000.0 / duration_ms;
         }
+        let send_ms = send_ms.clamp(0.0, duration_ms.max(0.0));
         if self.iteration > 0 {
             self.resend_pages += pages;
             self.resend_bytes += bytes;
+            self.resend_send_ms += send_ms;
         } else {
             self.first_round_ms = duration_ms;
         }
         self.iteration += 1;
         self.pages_sent_total += pages;
         self.bytes_sent_total += bytes;
-        let send_ms = send_ms.clamp(0.0, duration_ms.max(0.0));
         self.send_time_ms += send_ms;
         self.last_round_ms = duration_ms;
         self.last_round_pages = pages;
@@ -252,6 +255,21 @@ impl RoundStatsTracker {
             self.bytes_sent_total as f64 * 1000.0 / self.send_time_ms
         } else {
             0.0
+        }
+    }
+
+    /// Time to send one resent page, ms: its wire bytes at the measured
+    /// bandwidth, or what resent pages took each in the live rounds, if
+    /// longer. Bytes alone undercount an encoded page on a fast link,
+    /// where the pass over it (reading it, making and applying a delta)
+    /// costs more than its hundred bytes on the wire: on loopback a page
+    /// of a few changed words is ~0.1 us of wire and ~5 us of work.
+    fn ms_per_resent_page(&self, wire_bytes_per_page: f64, bw: f64) -> f64 {
+        let wire_ms = wire_bytes_per_page * 1000.0 / bw;
+        if self.resend_pages > 0 {
+            wire_ms.max(self.resend_send_ms / self.resend_pages as f64)
+        } else {
+            wire_ms
         }
     }
 
@@ -281,7 +299,8 @@ impl RoundStatsTracker {
             } else {
                 raw_wire_bytes_per_page(self.page_size)
             };
-            (self.last_round_pages as f64 * wire * 1000.0 / bw).min(self.last_send_ms)
+            (self.last_round_pages as f64 * self.ms_per_resent_page(wire, bw))
+                .min(self.last_send_ms)
         } else {
             0.0
         };
@@ -310,8 +329,9 @@ impl RoundStatsTracker {
         let (predicted, floor, hot) = if bw > 0.0 {
             let ms = |bytes: f64| bytes * 1000.0 / bw;
             let state = ms(self.state_bytes as f64);
-            let deferred = ms(deferred_pages as f64 * wire_bytes_per_page);
-            let cold = ms(dirty_pages as f64 * wire_bytes_per_page);
+            let page_ms = self.ms_per_resent_page(wire_bytes_per_page, bw);
+            let deferred = deferred_pages as f64 * page_ms;
+            let cold = dirty_pages as f64 * page_ms;
             let hot = deferred * self.share_written_again(cold);
             (fixed + state + deferred + cold, fixed + state + hot, hot)
         } else {
@@ -361,7 +381,7 @@ impl RoundStatsTracker {
 /// Stop rule, checked before each round after the full pass:
 /// 1. stop when more rounds cannot lower the prediction noticeably: the
 ///    part that rounds can remove is at most `negligible_fraction` of the
-///    prediction (or under 0.5 ms). Rounds remove the dirty cold pages, and
+///    prediction (or under `negligible_ms`). Rounds remove the dirty cold pages, and
 ///    those deferred hot pages that the next round will most likely leave
 ///    clean: hotness found over long rounds says little about a short one
 ///    ([`RoundStats::predicted_hot_ms`]);
@@ -401,6 +421,9 @@ pub struct PerfPlus {
     pub downtime_target_ms: f64,
     /// Prediction share below which further rounds are not worth it.
     pub negligible_fraction: f64,
+    /// What more rounds must take off the prediction at least to be worth
+    /// it, whatever the share, ms (default 0.1: a few pages' work).
+    pub negligible_ms: f64,
     /// Minimum relative improvement per round to keep going.
     pub min_improvement: f64,
     /// Hard cap on live rounds.
@@ -423,6 +446,7 @@ impl Default for PerfPlus {
         Self {
             downtime_target_ms: 100.0,
             negligible_fraction: 0.05,
+            negligible_ms: 0.1,
             min_improvement: 0.10,
             max_rounds: 60,
             max_bytes_factor: 3.0,
@@ -495,7 +519,8 @@ impl PrecopyPolicy for PerfPlus {
             return with_cap(StopAndCopy, "nothing left to send");
         }
         let removable = s.predicted_downtime_ms - floor_ms;
-        let negligible = removable <= (self.negligible_fraction * s.predicted_downtime_ms).max(0.5);
+        let negligible = removable
+            <= (self.negligible_fraction * s.predicted_downtime_ms).max(self.negligible_ms);
         let improving = s.iteration < 2
             || s.predicted_downtime_ms
                 < (1.0 - self.min_improvement) * s.best_earlier_prediction_ms
@@ -986,6 +1011,30 @@ mod tests {
             t.round_done_timed(pages, bytes as u64, bytes / 1e6, ms, 1000);
         }
         t
+    }
+
+    #[test]
+    fn a_resent_page_costs_what_resent_pages_took_when_that_is_more_than_its_bytes() {
+        // A full pass at 1 GB/s, then rounds of 1000 deltas of 100 bytes
+        // that took 5 ms each (reading, encoding and applying them): 5 us a
+        // page, though their bytes take 0.1 us.
+        let mut t = RoundStatsTracker::new(1 << 30, 4096, 2.0, 0.0, 0);
+        t.round_done(262_144, 1_076_000_000, 1076.0, 1000);
+        t.round_done(1000, 100_000, 5.0, 1000);
+        t.round_done(1000, 100_000, 5.0, 1000);
+        let s = t.snapshot(2000.0, 60, 0);
+        assert!(
+            (s.predicted_downtime_ms - (2.0 + 60.0 * 0.005)).abs() < 1e-3,
+            "{s:?}"
+        );
+        // 60 such pages are 0.3 ms of downtime: worth a round.
+        let mut p = PerfPlus::default();
+        let mut s = s;
+        s.best_earlier_prediction_ms = 10.0;
+        assert_eq!(p.decide(&s).action, Action::Continue);
+        // Under the absolute threshold they are not.
+        p.negligible_ms = 0.5;
+        assert_eq!(p.decide(&s).action, Action::StopAndCopy);
     }
 
     #[test]
