@@ -275,7 +275,8 @@ impl RoundStatsTracker {
 
     /// The share of the pages found hot over the last round expected to be
     /// written again during the next one, which sends `cold_ms` worth of
-    /// pages: the next round's length over the last one's, at most 1.
+    /// pages at `page_ms` a page: the next round's length over the last
+    /// one's, at most 1.
     ///
     /// A round lasts its transfer plus what else it spends (the harvest,
     /// waits), taken from the last round. Rounds shrink by orders of
@@ -286,21 +287,14 @@ impl RoundStatsTracker {
     /// for the whole deferred set. For a page written at a steady rate, the
     /// chance of a write in a shorter round is at least this share of the
     /// chance in the longer one.
-    fn share_written_again(&self, cold_ms: f64) -> f64 {
+    fn share_written_again(&self, cold_ms: f64, page_ms: f64) -> f64 {
         if self.last_round_ms <= 0.0 {
             return 1.0;
         }
-        let bw = self.bandwidth_bytes_per_s();
-        let last_transfer_ms = if bw > 0.0 && self.last_send_ms > 0.0 {
-            // The last round's pages at the overall rate, but never more
-            // than its own link time.
-            let wire = if self.resend_pages > 0 {
-                self.resend_bytes as f64 / self.resend_pages as f64
-            } else {
-                raw_wire_bytes_per_page(self.page_size)
-            };
-            (self.last_round_pages as f64 * self.ms_per_resent_page(wire, bw))
-                .min(self.last_send_ms)
+        // The last round's pages at the overall rate, but never more than
+        // its own link time.
+        let last_transfer_ms = if self.last_send_ms > 0.0 {
+            (self.last_round_pages as f64 * page_ms).min(self.last_send_ms)
         } else {
             0.0
         };
@@ -332,7 +326,7 @@ impl RoundStatsTracker {
             let page_ms = self.ms_per_resent_page(wire_bytes_per_page, bw);
             let deferred = deferred_pages as f64 * page_ms;
             let cold = dirty_pages as f64 * page_ms;
-            let hot = deferred * self.share_written_again(cold);
+            let hot = deferred * self.share_written_again(cold, page_ms);
             (fixed + state + deferred + cold, fixed + state + hot, hot)
         } else {
             (f64::INFINITY, fixed, 0.0)
