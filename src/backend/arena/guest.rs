@@ -27,7 +27,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use super::workload::{self, GuestSpec};
@@ -444,11 +445,14 @@ fn workload_main(args: &[String]) -> i32 {
     }
 }
 
-/// Fault an incoming arena in, 16 MiB at a time from the top.
-fn populate_top_down(region: &TrackedRegion) {
-    const CHUNK_PAGES: u64 = 4096;
+/// Fault an incoming arena in, 2 MiB at a time from the top, until
+/// `stop` is set. Each call holds the process's mmap lock (for reading)
+/// while it faults its chunk in, and creating a thread (its stack is a new
+/// mapping) waits for it: small chunks keep that wait under a millisecond.
+fn populate_top_down(region: &TrackedRegion, stop: &AtomicBool) {
+    const CHUNK_PAGES: u64 = 512;
     let mut end = region.pages();
-    while end > 0 {
+    while end > 0 && !stop.load(Ordering::Relaxed) {
         let first = end.saturating_sub(CHUNK_PAGES);
         if let Err(e) = region.populate_pages(first, end - first) {
             eprintln!("incoming guest: {e}; pages will be faulted in as they arrive");
@@ -478,6 +482,7 @@ fn run_guest(args: &[String]) -> Result<(), String> {
     let region: &'static TrackedRegion = Box::leak(Box::new(
         TrackedRegion::new(pages).map_err(|e| e.to_string())?,
     ));
+    let mut populating = None;
     if incoming {
         // The migration writes every page: fault them in ahead of the
         // stream, in big calls, rather than page by page inside the
@@ -485,11 +490,19 @@ fn run_guest(args: &[String]) -> Result<(), String> {
         // first pass arrives bottom up), so the stream does not wait for
         // it: fresh memory can cost more to fault in (0.5 GB/s on a VM
         // whose host reclaimed it) than the link takes to fill it.
-        let spawned = std::thread::Builder::new()
+        //
+        // It stops when the guest starts: by then every page has arrived,
+        // and a populate still running (the migration outran it, or it got
+        // little CPU beside a busy guest at the source) would hold up the
+        // workload's first thread, inside the downtime: 8-17 ms seen.
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        match std::thread::Builder::new()
             .name("populate".into())
-            .spawn(move || populate_top_down(region));
-        if let Err(e) = spawned {
-            eprintln!("incoming guest: {e}; pages will be faulted in as they arrive");
+            .spawn(move || populate_top_down(region, &flag))
+        {
+            Ok(handle) => populating = Some((stop, handle)),
+            Err(e) => eprintln!("incoming guest: {e}; pages will be faulted in as they arrive"),
         }
     }
     let mem = region.memory();
@@ -524,6 +537,10 @@ fn run_guest(args: &[String]) -> Result<(), String> {
             };
             if line == "quit" {
                 return Ok(());
+            }
+            if let Some((stop, handle)) = populating.take() {
+                stop.store(true, Ordering::Relaxed);
+                let _ = handle.join();
             }
             let blob = line
                 .strip_prefix("start ")
