@@ -34,6 +34,12 @@
 //! `--warmup-ms N` (2000), `--after-ms N` (1000), `--connections N` (4; 0:
 //! no client), `--client-netns NAME` (run the client in `ip netns` NAME),
 //! `--id ID`, `--io-timeout-ms N` (10000), `--scale N` (16, `sim` only).
+//!
+//! `--nice N` (all three; -10): the nice value the sending and receiving
+//! threads take while a migration runs, so a guest that keeps every core
+//! busy cannot starve the migration (`0`: the guest's own priority).
+//! Raising it needs root or `CAP_SYS_NICE`; without, the tool says so and
+//! migrates at the priority it has.
 
 #![allow(clippy::cast_precision_loss)] // rates and sizes for display
 
@@ -51,8 +57,9 @@ use perfplus::backend::arena::workload::kv_client::{
 };
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, guest_main, send_domain, send_guest, Arrival, Fate, GuestCommand, GuestProcess,
-    ReceiveConfig, ReceiveService, SendConfig, SendReport, TakeOver,
+    check_support, guest_main, may_raise_priority, send_domain, send_guest, Arrival, Fate,
+    GuestCommand, GuestProcess, ReceiveConfig, ReceiveService, SendConfig, SendReport, TakeOver,
+    MIGRATION_NICE,
 };
 use perfplus::backend::sim::{SimDomain, VirtualClock, Workload};
 use perfplus::backend::Domain;
@@ -67,7 +74,7 @@ const USAGE: &str = "usage:
   migrate demo [--workload W] [--policy P] [--downtime-target-ms N] [--json FILE] [options]
 options: --size-mib N --service ADDR --rate N --keys N --fill-pct N --wal DIR --throttle
          --warmup-ms N --after-ms N --connections N --client-netns NAME --id ID
-         --io-timeout-ms N --scale N (sim)
+         --io-timeout-ms N --nice N --scale N (sim)
 workloads: arena: kv muncher sparse idle; sim: a file name in benches/workloads (kv-zipf, web, ...)
 policies: perfplus xen-default qemu-default stop-and-copy";
 
@@ -123,6 +130,7 @@ struct Options {
     client_netns: Option<PathBuf>,
     id: Option<String>,
     io_timeout: Duration,
+    nice: i32,
     scale: u64,
 }
 
@@ -150,6 +158,7 @@ impl Options {
             client_netns: None,
             id: None,
             io_timeout: Duration::from_secs(10),
+            nice: MIGRATION_NICE,
             scale: 16,
         };
         let mut it = args.iter();
@@ -218,11 +227,37 @@ impl Options {
                 }
                 "--id" => o.id = Some(value()?),
                 "--io-timeout-ms" => o.io_timeout = ms(value()?)?.max(Duration::from_millis(100)),
+                "--nice" => {
+                    o.nice = num(flag, &value()?)?;
+                    if !(-20..=19).contains(&o.nice) {
+                        return Err(format!("--nice {}: -20..=19", o.nice));
+                    }
+                }
                 "--scale" => o.scale = num::<u64>(flag, &value()?)?.max(1),
                 other => return Err(format!("unknown option {other}\n{USAGE}")),
             }
         }
         Ok(o)
+    }
+
+    /// The migration threads' nice value (`None`: leave them).
+    fn nice(&self) -> Option<i32> {
+        (self.nice < 0).then_some(self.nice)
+    }
+
+    /// [`nice`](Self::nice), after saying whether it can be had.
+    fn priority(&self) -> Option<i32> {
+        self.nice()?;
+        if may_raise_priority(self.nice) {
+            eprintln!("migration threads run at nice {}", self.nice);
+        } else {
+            eprintln!(
+                "cannot raise the migration threads to nice {} (needs root or CAP_SYS_NICE): \
+                 they run at the guest's priority, and a busy guest slows the migration",
+                self.nice
+            );
+        }
+        Some(self.nice)
     }
 
     fn policy(&self) -> Box<dyn PrecopyPolicy + Send> {
@@ -282,6 +317,7 @@ fn receive(o: &Options) -> Result<bool, String> {
     let listen = o.listen.ok_or("receive needs --listen ADDR")?;
     let mut config = ReceiveConfig::new(Options::guest_command()?);
     config.io_timeout = o.io_timeout;
+    config.nice = o.priority();
     config.take_over = o.on_start.clone().map(take_over_command);
     let service = ReceiveService::bind(listen, config)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -470,6 +506,7 @@ fn send(o: &Options, arrivals: Option<&mpsc::Receiver<Arrival>>) -> Result<bool,
             .unwrap_or_else(|| SendConfig::unique_id("migrate"));
     let mut config = SendConfig::new(id.clone());
     config.io_timeout = o.io_timeout;
+    config.nice = o.priority();
     let policy = o.policy();
     let (outcome, title) = if o.backend == "sim" {
         send_sim(o, to, policy.as_ref(), &config)?
@@ -774,6 +811,7 @@ fn demo(mut o: Options) -> Result<bool, String> {
     check_support().map_err(|e| e.to_string())?;
     let mut config = ReceiveConfig::new(Options::guest_command()?);
     config.io_timeout = o.io_timeout;
+    config.nice = o.nice(); // send says whether it can be had
     let service = ReceiveService::bind("127.0.0.1:0".parse().map_err(|_| "bad address")?, config)
         .map_err(|e| format!("cannot start the receiver: {e}"))?;
     let (handle, arrivals) = service.spawn().map_err(|e| e.to_string())?;

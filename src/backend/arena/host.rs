@@ -62,6 +62,9 @@ pub struct ReceiveConfig {
     pub max_pages: u64,
     /// Whether `sim` guests are accepted (received into memory, then dropped).
     pub accept_sim: bool,
+    /// Nice value of the thread receiving a stream while it runs (`None`:
+    /// leave it); see [`RaisedPriority`](super::RaisedPriority).
+    pub nice: Option<i32>,
 }
 
 impl std::fmt::Debug for ReceiveConfig {
@@ -72,13 +75,15 @@ impl std::fmt::Debug for ReceiveConfig {
             .field("take_over", &self.take_over.is_some())
             .field("max_pages", &self.max_pages)
             .field("accept_sim", &self.accept_sim)
+            .field("nice", &self.nice)
             .finish()
     }
 }
 
 impl ReceiveConfig {
     /// Adopt guests with `guest_command`; 10 s I/O timeout, guests up to
-    /// 64 GiB, `sim` accepted, no take-over hook.
+    /// 64 GiB, `sim` accepted, no take-over hook, receiving threads at nice
+    /// [`MIGRATION_NICE`](super::MIGRATION_NICE).
     pub fn new(guest_command: GuestCommand) -> Self {
         Self {
             guest_command,
@@ -86,6 +91,7 @@ impl ReceiveConfig {
             take_over: None,
             max_pages: 1 << 24,
             accept_sim: true,
+            nice: Some(super::MIGRATION_NICE),
         }
     }
 }
@@ -323,6 +329,7 @@ fn handle_connection(
         "arena" => Some(receive_arena(stream, config, outcomes, &id, pages)),
         "sim" if config.accept_sim => {
             let domain = SimDomain::blank(pages, VirtualClock::new());
+            let _priority = super::RaisedPriority::raise(config.nice);
             let (receiver, result) = receive_tcp(stream, domain, config.io_timeout);
             let committed = receiver.state() == ReceiverState::Resumed;
             outcomes.finish(
@@ -385,7 +392,11 @@ fn receive_arena(
             return abort(reason);
         }
     };
+    // Raised only now: a process started from this thread (the incoming
+    // guest above) would inherit the priority.
+    let priority = super::RaisedPriority::raise(config.nice);
     let (receiver, result) = receive_tcp(stream, domain, config.io_timeout);
+    drop(priority);
     let stats = receiver.stats();
     let resumed = receiver.state() == ReceiverState::Resumed;
     let guest = receiver.into_domain().into_process();

@@ -95,6 +95,7 @@ pub mod handoff;
 mod host;
 mod keeper;
 mod local;
+mod priority;
 mod probe;
 mod region;
 mod run;
@@ -110,6 +111,7 @@ pub use guest::{
 pub use host::{Arrival, ReceiveConfig, ReceiveHandle, ReceiveService, TakeOver};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
+pub use priority::{may_raise_priority, RaisedPriority, MIGRATION_NICE};
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};
 pub use run::{

@@ -45,10 +45,14 @@ pub struct SendConfig {
     /// After an unconfirmed hand-over, how long to ask the receiver how it
     /// ended before leaving the stopped guest to its keeper.
     pub settle_timeout: Duration,
+    /// Nice value of the sending thread while it migrates (`None`: leave
+    /// it); see [`RaisedPriority`](super::RaisedPriority).
+    pub nice: Option<i32>,
 }
 
 impl SendConfig {
-    /// Defaults for migration `id`: 10 s I/O timeout, 10 s to settle.
+    /// Defaults for migration `id`: 10 s I/O timeout, 10 s to settle, the
+    /// sending thread at nice [`MIGRATION_NICE`](super::MIGRATION_NICE).
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -59,6 +63,7 @@ impl SendConfig {
             io_timeout: Duration::from_secs(10),
             delta_cache_bytes: None,
             settle_timeout: Duration::from_secs(10),
+            nice: Some(super::MIGRATION_NICE),
         }
     }
 
@@ -192,6 +197,7 @@ pub fn send_domain<D: Domain>(
             .unwrap_or_else(|| default_delta_cache_bytes(memory)),
         config.io_timeout,
     );
+    let priority = super::RaisedPriority::raise(config.nice);
     let cpu_before = super::sys::thread_cpu_time();
     let result = migrate(
         source,
@@ -202,6 +208,7 @@ pub fn send_domain<D: Domain>(
         observer,
     );
     let cpu_s = (super::sys::thread_cpu_time().saturating_sub(cpu_before)).as_secs_f64();
+    drop(priority);
     let _ = sink.bytes_on_wire();
     Ok((result?, cpu_s))
 }

@@ -589,3 +589,27 @@ pub fn thread_cpu_time() -> std::time::Duration {
         u32::try_from(ts.tv_nsec).unwrap_or(0),
     )
 }
+
+/// The calling thread's nice value (Linux keeps one per thread), from
+/// `/proc/thread-self/stat` (`getpriority` returns -1 both for nice -1 and
+/// for an error).
+pub fn thread_nice() -> io::Result<i32> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
+    // Fields after the command name (which may hold spaces and parens):
+    // state is field 3, nice field 19.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(16))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("no nice value in /proc/thread-self/stat"))
+}
+
+/// Set the calling thread's nice value (a lower value needs
+/// `CAP_SYS_NICE` or a matching `RLIMIT_NICE`).
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers; with PRIO_PROCESS and 0 it
+    // changes only the calling thread on Linux.
+    check(libc::c_long::from(unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice)
+    }))?;
+    Ok(())
+}
