@@ -405,8 +405,9 @@ impl Display {
                     "-".into()
                 };
                 let text = format!(
-                    "round {:>2}: {:>8} dirty pages, {:>8} deferred, dirty rate {:>9.0} pages/s, link {:>7.1} MB/s, predicted downtime {predicted} -> {what} ({}{cap})",
+                    "round {:>2} ({:>6.1} ms): {:>8} dirty pages, {:>8} deferred, dirty rate {:>9.0} pages/s, link {:>7.1} MB/s, predicted downtime {predicted} -> {what} ({}{cap})",
                     stats.iteration,
+                    stats.last_round_ms,
                     if stats.iteration == 0 { self.pages } else { stats.dirty_pages },
                     stats.deferred_pages,
                     stats.dirty_rate_pages_per_s,
