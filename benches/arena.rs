@@ -69,9 +69,9 @@ use std::time::{Duration, Instant};
 use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, enter_netns, may_raise_priority, send_guest, thread_cpu_time, ArenaDomain,
-    Arrival, Fate, GuestCommand, GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle,
-    ReceiveService, SendConfig, MIGRATION_NICE,
+    check_support, enter_netns, send_guest, thread_cpu_time, ArenaDomain, Arrival, Fate,
+    GuestCommand, GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService,
+    SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
 use perfplus::migration::engine::{Progress, ProgressFlow, Switchover};
@@ -1086,16 +1086,6 @@ fn main() {
         "tcp_limit_bytes_per_s": tcp,
         "tcp_cpu_s_per_gib": tcp_measured.cpu_json(),
     });
-    // The migrations run with the default SendConfig/ReceiveConfig: their
-    // threads at nice MIGRATION_NICE when this process may raise them.
-    let migration_nice = may_raise_priority(MIGRATION_NICE).then_some(MIGRATION_NICE);
-    println!(
-        "migration threads at nice {}",
-        migration_nice.map_or_else(
-            || "0 (this process may not raise them: the guests compete on equal terms)".into(),
-            |n| n.to_string()
-        )
-    );
     println!(
         "\nlimits (one core, {} MiB; TCP and the bare move: two threads)",
         (pages * PAGE as u64) >> 20
@@ -1312,7 +1302,6 @@ fn main() {
     let report = json!({
         "bench": "arena",
         "quick": o.quick,
-        "migration_nice": migration_nice,
         "limits": limits,
         "tracking": t,
         "guest_slowdown": slow,
