@@ -35,9 +35,10 @@
 //! no client), `--client-netns NAME` (run the client in `ip netns` NAME),
 //! `--id ID`, `--io-timeout-ms N` (10000), `--scale N` (16, `sim` only).
 //!
-//! `--nice N` (all three; -10): the nice value the sending and receiving
+//! `--nice N` (all three; 0): the nice value the sending and receiving
 //! threads take while a migration runs, so a guest that keeps every core
-//! busy cannot starve the migration (`0`: the guest's own priority).
+//! busy cannot starve the migration (-10 weighs like nine guest threads;
+//! see `perfplus::backend::arena::RaisedPriority` for what it changes).
 //! Raising it needs root or `CAP_SYS_NICE`; without, the tool says so and
 //! migrates at the priority it has.
 
@@ -59,7 +60,6 @@ use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
     check_support, guest_main, may_raise_priority, send_domain, send_guest, Arrival, Fate,
     GuestCommand, GuestProcess, ReceiveConfig, ReceiveService, SendConfig, SendReport, TakeOver,
-    MIGRATION_NICE,
 };
 use perfplus::backend::sim::{SimDomain, VirtualClock, Workload};
 use perfplus::backend::Domain;
@@ -158,7 +158,7 @@ impl Options {
             client_netns: None,
             id: None,
             io_timeout: Duration::from_secs(10),
-            nice: MIGRATION_NICE,
+            nice: 0,
             scale: 16,
         };
         let mut it = args.iter();

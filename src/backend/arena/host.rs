@@ -82,8 +82,8 @@ impl std::fmt::Debug for ReceiveConfig {
 
 impl ReceiveConfig {
     /// Adopt guests with `guest_command`; 10 s I/O timeout, guests up to
-    /// 64 GiB, `sim` accepted, no take-over hook, receiving threads at nice
-    /// [`MIGRATION_NICE`](super::MIGRATION_NICE).
+    /// 64 GiB, `sim` accepted, no take-over hook, receiving threads'
+    /// priority left as it is.
     pub fn new(guest_command: GuestCommand) -> Self {
         Self {
             guest_command,
@@ -91,7 +91,7 @@ impl ReceiveConfig {
             take_over: None,
             max_pages: 1 << 24,
             accept_sim: true,
-            nice: Some(super::MIGRATION_NICE),
+            nice: None,
         }
     }
 }

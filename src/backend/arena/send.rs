@@ -52,7 +52,7 @@ pub struct SendConfig {
 
 impl SendConfig {
     /// Defaults for migration `id`: 10 s I/O timeout, 10 s to settle, the
-    /// sending thread at nice [`MIGRATION_NICE`](super::MIGRATION_NICE).
+    /// sending thread's priority left as it is.
     pub fn new(id: impl Into<String>) -> Self {
         Self {
             id: id.into(),
@@ -63,7 +63,7 @@ impl SendConfig {
             io_timeout: Duration::from_secs(10),
             delta_cache_bytes: None,
             settle_timeout: Duration::from_secs(10),
-            nice: Some(super::MIGRATION_NICE),
+            nice: None,
         }
     }
 
