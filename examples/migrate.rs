@@ -229,8 +229,8 @@ impl Options {
                 "--io-timeout-ms" => o.io_timeout = ms(value()?)?.max(Duration::from_millis(100)),
                 "--nice" => {
                     o.nice = num(flag, &value()?)?;
-                    if !(-20..=19).contains(&o.nice) {
-                        return Err(format!("--nice {}: -20..=19", o.nice));
+                    if !(-20..=0).contains(&o.nice) {
+                        return Err(format!("--nice {}: -20..=0 (0: leave it)", o.nice));
                     }
                 }
                 "--scale" => o.scale = num::<u64>(flag, &value()?)?.max(1),

@@ -111,7 +111,7 @@ pub use guest::{
 pub use host::{Arrival, ReceiveConfig, ReceiveHandle, ReceiveService, TakeOver};
 pub use keeper::{parse_status_request, query_outcome, valid_migration_id, Outcome};
 pub use local::LocalGuest;
-pub use priority::{may_raise_priority, RaisedPriority, MIGRATION_NICE};
+pub use priority::{may_raise_priority, RaisedPriority};
 pub use probe::{check_support, kernel_release};
 pub use region::{host_page_size, ArenaMemory, TrackedRegion};
 pub use run::{

@@ -26,10 +26,6 @@
 
 use super::sys;
 
-/// A nice value for migration threads that should win against a guest
-/// saturating the host (what `migrate --nice` documents).
-pub const MIGRATION_NICE: i32 = -10;
-
 /// The calling thread's nice value, raised for the guard's life.
 #[derive(Debug)]
 pub struct RaisedPriority {
