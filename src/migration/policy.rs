@@ -66,7 +66,15 @@ pub struct RoundStats {
     /// again in it (at least that share, for a page written at a steady
     /// rate), and a live round sends the others once they turn out clean.
     pub predicted_hot_ms: f64,
-    /// Lowest prediction of any earlier round (infinite if none).
+    /// Lowest prediction of any earlier round, priced at the current
+    /// rates: that round's owed pages (dirty and deferred) at today's cost
+    /// per page (infinite if none, or until the bandwidth is known). Each
+    /// earlier prediction was made with what was known then: the first
+    /// one prices pages at their raw bytes over the full pass's bandwidth,
+    /// before any resent page was timed, and on a fast link can be a
+    /// fraction of what the same pages cost once measured. Compared as
+    /// made, it would stand as a "best" no later round can beat, and the
+    /// dirty set would look stalled while it shrinks.
     pub best_earlier_prediction_ms: f64,
     /// Decisions since that lowest prediction (0 if this one is lower).
     pub decisions_since_best: u32,
@@ -161,7 +169,8 @@ pub struct RoundStatsTracker {
     resend_pages: u64,
     resend_bytes: u64,
     resend_send_ms: f64,
-    best_prediction_ms: f64,
+    /// Fewest pages owed (dirty and deferred) before any earlier round.
+    best_owed_pages: Option<u64>,
     best_at_ms: f64,
     decisions_since_best: u32,
     first_round_ms: f64,
@@ -196,7 +205,7 @@ impl RoundStatsTracker {
             resend_pages: 0,
             resend_bytes: 0,
             resend_send_ms: 0.0,
-            best_prediction_ms: f64::INFINITY,
+            best_owed_pages: None,
             best_at_ms: 0.0,
             decisions_since_best: 0,
             first_round_ms: 0.0,
@@ -320,16 +329,25 @@ impl RoundStatsTracker {
         };
         let bw = self.bandwidth_bytes_per_s();
         let fixed = self.switchover_fixed_ms + 1.5 * self.round_trip_ms;
-        let (predicted, floor, hot) = if bw > 0.0 {
+        let owed = dirty_pages + deferred_pages;
+        let (predicted, floor, hot, best) = if bw > 0.0 {
             let ms = |bytes: f64| bytes * 1000.0 / bw;
             let state = ms(self.state_bytes as f64);
             let page_ms = self.ms_per_resent_page(wire_bytes_per_page, bw);
             let deferred = deferred_pages as f64 * page_ms;
             let cold = dirty_pages as f64 * page_ms;
             let hot = deferred * self.share_written_again(cold, page_ms);
-            (fixed + state + deferred + cold, fixed + state + hot, hot)
+            let best = self
+                .best_owed_pages
+                .map_or(f64::INFINITY, |n| fixed + state + n as f64 * page_ms);
+            (
+                fixed + state + deferred + cold,
+                fixed + state + hot,
+                hot,
+                best,
+            )
         } else {
-            (f64::INFINITY, fixed, 0.0)
+            (f64::INFINITY, fixed, 0.0, f64::INFINITY)
         };
         let stats = RoundStats {
             iteration: self.iteration,
@@ -349,15 +367,16 @@ impl RoundStatsTracker {
             predicted_downtime_ms: predicted,
             predicted_floor_ms: floor,
             predicted_hot_ms: hot,
-            best_earlier_prediction_ms: self.best_prediction_ms,
+            best_earlier_prediction_ms: best,
             decisions_since_best: 0,
             ms_since_best: 0.0,
             first_round_ms: self.first_round_ms,
             cpu_cap_percent: self.cpu_cap_percent,
         };
         let mut stats = stats;
-        if predicted < self.best_prediction_ms {
-            self.best_prediction_ms = predicted;
+        // At one price per page, the lowest prediction is the fewest pages.
+        if self.best_owed_pages.is_none_or(|n| owed < n) {
+            self.best_owed_pages = Some(owed);
             self.best_at_ms = elapsed_ms;
             self.decisions_since_best = 0;
         } else {
@@ -1029,6 +1048,68 @@ mod tests {
         // Under the absolute threshold they are not.
         p.negligible_ms = 0.5;
         assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+    }
+
+    #[test]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // small, positive
+    fn an_early_prediction_at_raw_cost_does_not_make_a_shrinking_set_look_stalled() {
+        // A migration like `migrate demo --workload kv` on a busy 2-core
+        // machine: the full pass ran at 1 GB/s, so the first prediction
+        // prices 19,600 dirty pages at their raw bytes (~4 us each); the
+        // live rounds then take 15 us a page (reading, encoding, waiting
+        // for a CPU). The owed set shrinks 19,600 -> 8,500 -> 6,300 ->
+        // 4,950, yet the first live round's prediction is above the first
+        // one as made.
+        let per_page = raw_wire_bytes_per_page(4096);
+        let mut t = RoundStatsTracker::new(1 << 30, 4096, 0.5, 0.0, 0);
+        let p = PerfPlus::default();
+        t.round_done(262_144, (262_144.0 * per_page) as u64, 1076.0, 19_600);
+        let first = t.snapshot(1100.0, 19_600, 0);
+        assert!(first.predicted_downtime_ms < 90.0, "{first:?}");
+        assert_eq!(p.decide(&first).action, Action::Continue);
+        let mut elapsed = 1100.0;
+        let mut owed = 19_600_u64;
+        for (round, (next, deferred)) in [(6_500_u64, 2_000_u64), (4_800, 1_500), (3_600, 1_350)]
+            .into_iter()
+            .enumerate()
+        {
+            // The round resent the owed pages at 15 us each.
+            let ms = owed as f64 * 0.015;
+            let bytes = owed * 1_000;
+            t.round_done(owed, bytes, ms, next + deferred);
+            elapsed += ms;
+            let s = t.snapshot(elapsed, next, deferred);
+            assert!(
+                round > 0 || s.predicted_downtime_ms > first.predicted_downtime_ms,
+                "{s:?}"
+            );
+            assert!(
+                s.best_earlier_prediction_ms > s.predicted_downtime_ms,
+                "{s:?}"
+            );
+            assert_eq!(s.decisions_since_best, 0, "{s:?}");
+            let d = p.decide(&s);
+            assert_eq!(d.action, Action::Continue, "{d:?}");
+            owed = next + deferred;
+        }
+        // Once the set stops shrinking, the rule sees it.
+        let mut s = first;
+        for _ in 0..2 {
+            let ms = owed as f64 * 0.015;
+            t.round_done(owed, owed * 1_000, ms, owed);
+            elapsed += ms;
+            s = t.snapshot(elapsed, 3_600, 1_350);
+        }
+        assert_eq!(s.decisions_since_best, 2, "{s:?}");
+        assert!(
+            (s.best_earlier_prediction_ms - s.predicted_downtime_ms).abs() < 1e-9,
+            "{s:?}"
+        );
+        let d = p.decide(&s);
+        assert_eq!(
+            (d.action, d.reason),
+            (Action::StopAndCopy, "the dirty set stopped shrinking")
+        );
     }
 
     #[test]
