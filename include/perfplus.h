@@ -570,7 +570,9 @@ typedef struct {
     // The deferred pages' part of the floor: sending those expected to be
     // written again during the next round (0 without deferred pages).
     double predicted_hot_ms;
-    // Lowest prediction of any earlier round (INFINITY if none).
+    // Lowest prediction of any earlier round, priced at the current cost
+    // per page: that round's owed pages at today's rates (INFINITY if
+    // none).
     double best_earlier_prediction_ms;
     // Decisions since that lowest prediction (0 if this one is lower).
     uint32_t decisions_since_best;

@@ -81,7 +81,9 @@ pub struct perfplus_round_stats {
     /// The deferred pages' part of the floor: sending those expected to be
     /// written again during the next round (0 without deferred pages).
     pub predicted_hot_ms: f64,
-    /// Lowest prediction of any earlier round (INFINITY if none).
+    /// Lowest prediction of any earlier round, priced at the current cost
+    /// per page: that round's owed pages at today's rates (INFINITY if
+    /// none).
     pub best_earlier_prediction_ms: f64,
     /// Decisions since that lowest prediction (0 if this one is lower).
     pub decisions_since_best: u32,
