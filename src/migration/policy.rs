@@ -404,7 +404,8 @@ impl RoundStatsTracker {
 ///    prediction is over the target: then keep *watching* for up to `patience` (the
 ///    full pass's duration, at least `min_patience_ms`): live rounds then
 ///    carry only the cold pages (the hot ones stay deferred) and last at
-///    least `watch_round_ms`, so waiting costs little bandwidth, and a guest
+///    least `watch_round_ms`, so waiting costs little bandwidth (even a
+///    hot set too big for the target stays deferred then), and a guest
 ///    whose burst ends (a batch job, a phase change) is caught at its next
 ///    quiet moment instead of being paused in the middle of the burst;
 /// 3. stop after `max_rounds` or when `max_bytes_factor` × memory was sent
@@ -582,12 +583,19 @@ impl PrecopyPolicy for PerfPlus {
         if above_target {
             let patience = s.first_round_ms.max(self.min_patience_ms);
             if s.ms_since_best < patience {
+                // A watching round lasts a second or more, so it sees
+                // written again nearly every page found hot over shorter
+                // rounds: sending those live then only burns bandwidth (a
+                // guest rewriting all its memory would be sent whole every
+                // second, up to the byte limit) and the final pass would
+                // owe them anyway. They stay deferred; those the guest
+                // stops writing turn cold and go in the next round.
                 return Decision {
                     action: Continue,
                     cpu_cap: cap,
                     min_round_ms: self.watch_round_ms.max(patience / 20.0),
                     reason: "stalled above the target: watching for a quieter moment",
-                    send_deferred,
+                    send_deferred: false,
                 };
             }
         }
@@ -965,6 +973,24 @@ mod tests {
         assert!(d.min_round_ms > 0.0);
         s.ms_since_best = 11_000.0;
         assert_eq!(p.decide(&s).action, Action::StopAndCopy);
+        // A hot set too big for the target goes out in live rounds, but
+        // not in watching ones: a round of a second would find it all
+        // written again.
+        s.ms_since_best = 3000.0;
+        s.deferred_pages = 200_000;
+        s.decisions_since_best = 0;
+        let d = p.decide(&s);
+        assert!(
+            (d.action, d.send_deferred) == (Action::Continue, true),
+            "{d:?}"
+        );
+        s.decisions_since_best = 3;
+        let d = p.decide(&s);
+        assert_eq!(
+            d.reason,
+            "stalled above the target: watching for a quieter moment"
+        );
+        assert!(!d.send_deferred, "{d:?}");
         // Under the target there is nothing to wait for.
         let s = stats(4, 5000, 60.0, 60.0);
         assert_eq!(p.decide(&s).action, Action::StopAndCopy);
