@@ -4,8 +4,12 @@
 //!
 //! ```text
 //! cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns] [--data-path-only]
-//!     [--workload W] [--verbose]
+//!     [--workload W] [--nice N] [--verbose]
 //! ```
+//!
+//! `--nice N` (-20..=0) runs the migration threads at both ends at nice `N`
+//! (root or `CAP_SYS_NICE`; JSON `migration_nice`); by default they compete
+//! for the two cores on equal terms with the guests and the client load.
 //!
 //! Sections, each printed as a table and written to the JSON file:
 //! - `limits`: single-core page copy (memcpy, and `process_vm_readv` as the
@@ -69,9 +73,9 @@ use std::time::{Duration, Instant};
 use perfplus::backend::arena::workload::kv_client::{check_writes_in, Load, LoadConfig};
 use perfplus::backend::arena::workload::{GuestSpec, WorkloadKind};
 use perfplus::backend::arena::{
-    check_support, enter_netns, send_guest, thread_cpu_time, ArenaDomain, Arrival, Fate,
-    GuestCommand, GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle, ReceiveService,
-    SendConfig,
+    check_support, enter_netns, may_raise_priority, send_guest, thread_cpu_time, ArenaDomain,
+    Arrival, Fate, GuestCommand, GuestProcess, LocalGuest, ReceiveConfig, ReceiveHandle,
+    ReceiveService, SendConfig,
 };
 use perfplus::backend::{DirtyBitmap, Domain, Pfn};
 use perfplus::migration::engine::{Progress, ProgressFlow, Switchover};
@@ -86,6 +90,9 @@ struct Options {
     data_path_only: bool,
     workload: Option<String>,
     verbose: bool,
+    /// The migration threads' nice value (`SendConfig::nice`,
+    /// `ReceiveConfig::nice`); `None`: on equal terms with the guests.
+    nice: Option<i32>,
 }
 
 fn options() -> Options {
@@ -96,6 +103,7 @@ fn options() -> Options {
         data_path_only: false,
         workload: None,
         verbose: false,
+        nice: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -105,6 +113,17 @@ fn options() -> Options {
             "--data-path-only" => o.data_path_only = true,
             "--workload" => o.workload = Some(args.next().expect("--workload needs a name")),
             "--verbose" => o.verbose = true,
+            "--nice" => {
+                let n: i32 = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| (-20..=0).contains(n))
+                    .unwrap_or_else(|| {
+                        eprintln!("arena bench: --nice needs a value in -20..=0\n{USAGE}");
+                        std::process::exit(2);
+                    });
+                o.nice = (n < 0).then_some(n);
+            }
             "--json" => o.json = Some(args.next().expect("--json needs a file")),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
@@ -123,7 +142,7 @@ fn options() -> Options {
 }
 
 const USAGE: &str = "usage: cargo bench --bench arena -- [--quick] [--json FILE] [--no-netns] \
-[--data-path-only] [--workload kv|muncher|sparse|idle] [--verbose]";
+[--data-path-only] [--workload kv|muncher|sparse|idle] [--nice N] [--verbose]";
 
 const PAGE: usize = 4096;
 
@@ -393,6 +412,8 @@ struct Link {
     source_command: GuestCommand,
     /// What the receiver runs for an incoming guest (`ReceiveConfig::guest_command`).
     incoming_command: GuestCommand,
+    /// The migration threads' nice value at both ends.
+    nice: Option<i32>,
 }
 
 fn guest_program() -> &'static str {
@@ -413,12 +434,13 @@ fn in_ns<T: Send>(ns: Option<&str>, f: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-fn loopback_link() -> Link {
+fn loopback_link(nice: Option<i32>) -> Link {
     let incoming_command = GuestCommand::new(guest_program(), &[]);
     let service = ReceiveService::bind(
         "127.0.0.1:0".parse().unwrap(),
         ReceiveConfig {
             io_timeout: Duration::from_secs(60),
+            nice,
             ..ReceiveConfig::new(incoming_command.clone())
         },
     )
@@ -432,10 +454,11 @@ fn loopback_link() -> Link {
         arrivals,
         source_command: GuestCommand::new(guest_program(), &[]),
         incoming_command,
+        nice,
     }
 }
 
-fn netns_link() -> Result<Link, String> {
+fn netns_link(nice: Option<i32>) -> Result<Link, String> {
     if let Some(why) = ppmig_netns::unavailable() {
         return Err(why);
     }
@@ -462,6 +485,7 @@ fn netns_link() -> Result<Link, String> {
     let config = ReceiveConfig {
         io_timeout: Duration::from_secs(60),
         take_over: Some(take_over),
+        nice,
         ..ReceiveConfig::new(incoming_command.clone())
     };
     let addr: SocketAddr = format!("{}:7100", ppmig_netns::B_MIG).parse().unwrap();
@@ -478,6 +502,7 @@ fn netns_link() -> Result<Link, String> {
         arrivals,
         source_command,
         incoming_command,
+        nice,
     })
 }
 
@@ -777,6 +802,7 @@ fn run_case(
     let policy = case.policy();
     let mut config = SendConfig::new(SendConfig::unique_id("bench"));
     config.io_timeout = Duration::from_secs(60);
+    config.nice = link.nice;
     let to = link.receiver.addr();
     let verbose = case.verbose;
     let result = in_ns(link.sender_ns(), move || {
@@ -1078,7 +1104,17 @@ fn main() {
     let tcp_measured = tcp_bytes_per_s(tcp_for);
     // The loopback receiver is needed from here on: the bare move creates
     // its incoming guest with the receiver's command.
-    let mut links = vec![loopback_link()];
+    let nice = o.nice.filter(|&n| {
+        let ok = may_raise_priority(n);
+        if !ok {
+            eprintln!(
+                "\n*** --nice {n}: this process may not raise the migration threads \
+                 (needs root or CAP_SYS_NICE): they run on equal terms with the guests\n"
+            );
+        }
+        ok
+    });
+    let mut links = vec![loopback_link(nice)];
     let tcp = tcp_measured.bytes_per_s;
     let mut limits = json!({
         "copy_limit_bytes_per_s": memcpy,
@@ -1176,7 +1212,7 @@ fn main() {
         cases
     };
     if o.netns {
-        match netns_link() {
+        match netns_link(nice) {
             Ok(l) => links.push(l),
             Err(e) => eprintln!("\n*** the shaped namespace link is skipped: {e}\n"),
         }
@@ -1302,6 +1338,7 @@ fn main() {
     let report = json!({
         "bench": "arena",
         "quick": o.quick,
+        "migration_nice": nice,
         "limits": limits,
         "tracking": t,
         "guest_slowdown": slow,
