@@ -495,3 +495,62 @@ fn an_orphaned_stopped_guest_ends_when_the_receiver_committed() {
         "the source guest still exists: {state:?}"
     );
 }
+
+#[test]
+fn a_stopped_guest_whose_connections_end_frees_its_clients_and_its_address() {
+    use std::io::{BufRead, BufReader, Write};
+    if !tracking_available(
+        "a_stopped_guest_whose_connections_end_frees_its_clients_and_its_address",
+    ) {
+        return;
+    }
+    let addr = free_port();
+    let mut spec = GuestSpec::new(WorkloadKind::Kv, 4096); // 16 MiB
+    spec.keys = 1000;
+    spec.listen = Some(addr);
+    let mut guest = GuestProcess::spawn(&guest_command(), &spec).unwrap();
+    let pid = guest.pid();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    let mut writer = client;
+    let mut line = String::new();
+    writer.write_all(b"INCR 7\n").unwrap();
+    reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "VALUE 1\n");
+    // Stopped, as a migration's final pass stops it; a request sent now
+    // is never answered.
+    // SAFETY: a plain signal to our own child's workload process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(pid) != Some('T') && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(process_state(pid), Some('T'));
+    writer.write_all(b"INCR 7\n").unwrap();
+
+    let ended = guest.end_connections().unwrap();
+    assert!(
+        ended >= 2,
+        "the listener and one connection: {ended} shut down"
+    );
+    // The client sees its connection end (no answer, end of file), while
+    // the guest is still stopped: it never ran again.
+    line.clear();
+    let got = reader.read_line(&mut line);
+    assert!(
+        matches!(got, Ok(0))
+            || got
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{got:?} {line:?}"
+    );
+    assert_eq!(process_state(pid), Some('T'));
+    // Its address is free for the next guest on this host.
+    let next = TcpListener::bind(addr);
+    assert!(next.is_ok(), "{next:?}");
+    drop(next);
+    guest.kill().unwrap();
+}

@@ -415,18 +415,20 @@ where
         verify_ms,
         resume_ms: marks.lap(run.clock),
     };
-    // The guest runs at the receiver from here: the downtime ends now, not
-    // after the source's clean-up (disarming write tracking on a large
-    // arena takes tens of ms, during which the guest already serves).
+    // The guest runs at the receiver from here: the downtime and the
+    // migration end now, and the observer hears it before the source's
+    // clean-up (disarming write tracking on a large arena takes tens of
+    // ms), so it can hand the service over at once (the arena ends the
+    // source's client connections then).
     let latency_ns = (config.link_latency_ms * 1e6).max(0.0);
     let downtime_ms =
         ((run.clock.now_ns().saturating_sub(paused_ns)) as f64 - latency_ns).max(0.0) / 1e6;
-    let _ = run.source.disable_dirty_log();
     let total_ms = run.elapsed_ms();
     let _ = observer(&Progress::Resumed {
         downtime_ms,
         elapsed_ms: total_ms,
     });
+    let _ = run.source.disable_dirty_log();
     Ok(MigrationReport {
         policy: policy.name(),
         rounds: iteration,

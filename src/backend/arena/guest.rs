@@ -363,13 +363,27 @@ impl GuestProcess {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Shut down the workload's network sockets now, stopped or not: its
+    /// clients see their connections end and its service address is free
+    /// for another process, at once rather than once the kernel has torn
+    /// its memory down (which comes first when a process exits). Returns
+    /// how many were shut down.
+    pub fn end_connections(&self) -> io::Result<usize> {
+        if self.layout.pid <= 0 {
+            return Ok(0);
+        }
+        shut_down_inet_sockets(self.layout.pid)
+    }
+
     /// Kill the guest (`SIGKILL`, also when stopped) and reap it: the
     /// workload first, so it is gone when this returns, then the keeper.
+    /// Its connections end before the kill ([`end_connections`](Self::end_connections)).
     pub fn kill(&mut self) -> io::Result<()> {
         if self.has_exited() {
             return Ok(());
         }
         if self.layout.pid > 0 {
+            let _ = self.end_connections();
             let _ = sys::kill(self.layout.pid, libc::SIGKILL);
         }
         // The keeper exits once it reaps the workload.
@@ -388,6 +402,54 @@ impl GuestProcess {
     pub fn detach(mut self) {
         self.detached = true;
     }
+}
+
+/// Shut down (`shutdown(SHUT_RDWR)`) every IPv4 and IPv6 socket of
+/// process `pid`, through duplicates taken with `pidfd_getfd`; the process
+/// need not run (a migration source is stopped). Returns how many were shut
+/// down; a descriptor that closes meanwhile is skipped.
+///
+/// A process's sockets close only when it exits, and the kernel tears its
+/// address space down first (`exit_mm` before `exit_files`): for a guest
+/// of 1 GiB that takes ~70 ms on this VM, during which its clients wait
+/// on connections nobody serves and its listening address stays taken, so
+/// the destination cannot bind it on the same host. Shut down first, an
+/// established connection sends its FIN at once (a client reading gets
+/// end of file, and reconnects), and a listener stops listening, which
+/// frees its address for a socket with `SO_REUSEADDR`. Requests the stopped
+/// process received and never answered stay unacknowledged.
+pub(super) fn shut_down_inet_sockets(pid: libc::pid_t) -> io::Result<usize> {
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    let pidfd = sys::pidfd_open(pid)?;
+    let mut shut = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<std::os::fd::RawFd>().ok())
+        else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.as_os_str().as_bytes().starts_with(b"socket:"));
+        if !is_socket {
+            continue;
+        }
+        let Ok(dup) = sys::pidfd_getfd(pidfd.as_fd(), fd) else {
+            continue;
+        };
+        let sock = socket2::SockRef::from(&dup);
+        let inet = sock
+            .domain()
+            .is_ok_and(|d| d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6);
+        // A socket that is not connected (ENOTCONN) has nothing to end.
+        if inet && sock.shutdown(std::net::Shutdown::Both).is_ok() {
+            shut += 1;
+        }
+    }
+    Ok(shut)
 }
 
 impl Drop for GuestProcess {

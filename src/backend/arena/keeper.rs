@@ -181,6 +181,7 @@ fn settle(child: libc::pid_t, lease: &Lease) {
                     "keeper: migration {} committed at {}; ending the source guest",
                     lease.id, lease.status_addr
                 );
+                let _ = super::guest::shut_down_inet_sockets(child);
                 let _ = sys::kill(child, libc::SIGKILL);
                 return;
             }

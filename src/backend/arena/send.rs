@@ -269,7 +269,18 @@ pub fn send_guest(
         }
     };
     let pages = source.page_count();
-    let result = send_domain(&mut source, "arena", to, policy, config, observer);
+    // Once the guest runs at the receiver, its connections here end: its
+    // clients reconnect there at once, instead of waiting on a stopped
+    // process until the clean-up is done and the kernel has torn it down
+    // (on one host, the receiver's guest cannot even bind the address
+    // before).
+    let pid = source.guest_process().map(|g| g.pid());
+    let result = send_domain(&mut source, "arena", to, policy, config, &mut |p| {
+        if let (Progress::Resumed { .. }, Some(pid)) = (p, pid) {
+            let _ = super::guest::shut_down_inet_sockets(pid);
+        }
+        observer(p)
+    });
     let tracking_bytes_per_page = tracking_bytes_per_page(&source, pages);
     match result {
         Ok((migration, sender_cpu_s)) => {
