@@ -17,6 +17,7 @@
 //!  save_state → sink.send_cpu_state
 //!  sink.end_and_await_ack            (before this returns Ok: any failure resumes the guest here)
 //!  sink.commit_and_await_resumed     (after: the guest belongs to the receiver)
+//!  observer(Progress::Resumed); disable_dirty_log (the source's clean-up)
 //! ```
 //!
 //! On any failure before the acknowledgement the engine tells the receiver

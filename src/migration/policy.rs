@@ -169,7 +169,7 @@ pub struct RoundStatsTracker {
     resend_pages: u64,
     resend_bytes: u64,
     resend_send_ms: f64,
-    /// Fewest pages owed (dirty and deferred) before any earlier round.
+    /// The fewest pages owed (dirty and deferred) at any earlier decision.
     best_owed_pages: Option<u64>,
     best_at_ms: f64,
     decisions_since_best: u32,
