@@ -251,6 +251,15 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
+/// A kv guest of `pages` with `keys` keys, serving on a free port.
+fn kv_spec(pages: u64, keys: u64) -> (SocketAddr, GuestSpec) {
+    let addr = free_port();
+    let mut spec = GuestSpec::new(WorkloadKind::Kv, pages);
+    spec.keys = keys;
+    spec.listen = Some(addr);
+    (addr, spec)
+}
+
 #[test]
 fn kv_service_moves_between_processes_without_losing_an_acknowledged_write() {
     if !tracking_available(
@@ -258,10 +267,7 @@ fn kv_service_moves_between_processes_without_losing_an_acknowledged_write() {
     ) {
         return;
     }
-    let addr = free_port();
-    let mut spec = GuestSpec::new(WorkloadKind::Kv, 16_384); // 64 MiB
-    spec.keys = 50_000;
-    spec.listen = Some(addr);
+    let (addr, spec) = kv_spec(16_384, 50_000); // 64 MiB
     let mut src = spawn(&spec);
     let mut config = LoadConfig::new(addr, spec.keys);
     config.connections = 3;
@@ -300,10 +306,7 @@ fn kv_with_a_write_log_recovers_every_acknowledged_write_after_its_host_dies() {
         return;
     }
     let wal = support::scratch_dir("arena-kv-wal");
-    let addr = free_port();
-    let mut spec = GuestSpec::new(WorkloadKind::Kv, 4096);
-    spec.keys = 10_000;
-    spec.listen = Some(addr);
+    let (addr, mut spec) = kv_spec(4096, 10_000);
     spec.wal_dir = Some(wal.clone());
     let mut first = GuestProcess::spawn(&guest_command(), &spec).unwrap();
     let mut config = LoadConfig::new(addr, spec.keys);
@@ -504,12 +507,8 @@ fn a_stopped_guest_whose_connections_end_frees_its_clients_and_its_address() {
     ) {
         return;
     }
-    let addr = free_port();
-    let mut spec = GuestSpec::new(WorkloadKind::Kv, 4096); // 16 MiB
-    spec.keys = 1000;
-    spec.listen = Some(addr);
-    let mut guest = GuestProcess::spawn(&guest_command(), &spec).unwrap();
-    let pid = guest.pid();
+    let (addr, spec) = kv_spec(4096, 1000); // 16 MiB
+    let mut domain = spawn(&spec);
     let client = std::net::TcpStream::connect(addr).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -522,12 +521,9 @@ fn a_stopped_guest_whose_connections_end_frees_its_clients_and_its_address() {
     assert_eq!(line, "VALUE 1\n");
     // Stopped, as a migration's final pass stops it; a request sent now
     // is never answered.
-    // SAFETY: a plain signal to our own child's workload process.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_state(pid) != Some('T') && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    domain.pause().unwrap();
+    let mut guest = domain.into_process().unwrap();
+    let pid = guest.pid();
     assert_eq!(process_state(pid), Some('T'));
     writer.write_all(b"INCR 7\n").unwrap();
 
